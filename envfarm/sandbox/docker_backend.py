@@ -1,0 +1,227 @@
+"""Docker sandboxes: one locked-down container per sandbox, one persistent shell in it.
+
+Containers run with no network, CPU/memory/pids limits, a non-root user, no-new-privileges
+and no capabilities. Labels name the owner and run so that orphans can be found and reaped by
+anyone (`envfarm.gc`) without a registry of our own: the engine is the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import tarfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
+from typing import Any
+
+import docker
+import docker.errors
+
+from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, SandboxError, SandboxSpec
+from envfarm.sandbox.shell_session import ShellSession
+
+LABEL = "envfarm"  # every container the project starts carries this label
+LABEL_OWNER = "envfarm.owner"
+LABEL_RUN = "envfarm.run"
+LABEL_TASK = "envfarm.task"
+LABEL_CREATED = "envfarm.created"
+
+# PID 1 of a sandbox: reaps orphans (bash reaps any child) and exits at once on SIGTERM.
+PID1 = ["bash", "-c", 'trap "exit 0" TERM; while :; do sleep 86400 & wait $!; done']
+
+# Blocking Docker SDK calls run here, not in asyncio's small default pool, so that thousands of
+# sandboxes on one event loop do not queue behind six threads.
+_EXECUTOR = ThreadPoolExecutor(max_workers=int(os.environ.get("ENVFARM_DOCKER_THREADS", "64")),
+                               thread_name_prefix="envfarm-docker")
+
+
+class ImageMissingError(SandboxError):
+    """The task's image is not on this machine and could not be had."""
+
+
+@lru_cache(maxsize=1)
+def docker_client() -> docker.DockerClient:
+    """One shared client with a connection pool sized for many concurrent sandboxes."""
+    try:
+        client = docker.from_env(max_pool_size=128, timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise SandboxError(
+            f"cannot reach a Docker engine ({exc}); start one with `bash scripts/docker-up.sh`"
+        ) from exc
+    return client
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _in_thread(fn, *args, **kwargs):
+    return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(fn, *args, **kwargs))
+
+
+class DockerSandbox:
+    """A sandbox backed by one container. Create with `await DockerSandbox.create(spec)`."""
+
+    def __init__(self, container: Any, spec: SandboxSpec) -> None:
+        self.container = container
+        self.spec = spec
+        self.id: str = container.id[:12]
+        self._api = docker_client().api
+        self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    async def create(cls, spec: SandboxSpec, *, owner: str | None = None, run: str = "adhoc",
+                     task: str = "") -> DockerSandbox:
+        labels = {LABEL: "1", LABEL_OWNER: owner or default_owner(), LABEL_RUN: run,
+                  LABEL_TASK: task, LABEL_CREATED: f"{time.time():.0f}", **spec.labels}
+        container = await _in_thread(_start_container, spec, labels)
+        sandbox = cls(container, spec)
+        try:
+            await sandbox._session.start(spec.workdir)
+        except BaseException:
+            await sandbox.close()
+            raise
+        return sandbox
+
+    async def close(self) -> None:
+        """Remove the container; safe to call twice and after any error."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._session.close()
+        await _in_thread(remove_container, self.container.id)
+
+    async def __aenter__(self) -> DockerSandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- commands and files ----------------------------------------------------------------
+    async def exec(self, cmd: str, timeout: float = 60.0,
+                   output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed")
+        try:
+            return await self._session.exec(cmd, timeout, output_limit)
+        except (OSError, docker.errors.APIError) as exc:
+            raise SandboxError(f"sandbox {self.id}: {exc}") from exc
+
+    async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Put a file into the container through the archive API (never through argv)."""
+        payload = data.encode() if isinstance(data, str) else data
+        parent, _, name = path.rstrip("/").rpartition("/")
+        if not path.startswith("/"):
+            parent, name = (self.spec.workdir + "/" + parent).rstrip("/"), name
+        await self.exec(f"mkdir -p {_q(parent or '/')}", timeout=30)
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(payload), mode, int(time.time())
+            info.uid = info.gid = 1000
+            tar.addfile(info, io.BytesIO(payload))
+        ok = await _in_thread(self._api.put_archive, self.container.id, parent or "/",
+                              archive.getvalue())
+        if not ok:
+            raise SandboxError(f"sandbox {self.id}: could not write {path}")
+
+    async def read_file(self, path: str) -> bytes:
+        if not path.startswith("/"):
+            path = f"{self.spec.workdir}/{path}"
+        try:
+            stream, _ = await _in_thread(self._api.get_archive, self.container.id, path)
+            data = b"".join(stream)
+        except docker.errors.NotFound as exc:
+            raise FileNotFoundError(f"{path} does not exist in sandbox {self.id}") from exc
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                raise IsADirectoryError(f"{path} is not a regular file in sandbox {self.id}")
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            return extracted.read()
+
+    async def docker_exec(self, cmd: str) -> ExecResult:
+        """One plain `docker exec` per command: the slow path, kept for comparison."""
+        started = time.perf_counter()
+        res = await _in_thread(self.container.exec_run, ["bash", "-c", cmd],
+                               user=self.spec.user, workdir=self.spec.workdir)
+        return ExecResult(output=res.output.decode(errors="replace"), exit_code=res.exit_code,
+                          seconds=time.perf_counter() - started)
+
+    # -- plumbing for ShellSession ---------------------------------------------------------
+    async def _open_shell(self) -> tuple[str, socket.socket]:
+        def start() -> tuple[str, socket.socket]:
+            exec_id = self._api.exec_create(
+                self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True,
+                stderr=True, user=self.spec.user, workdir=self.spec.workdir,
+                environment=self.spec.env or None)["Id"]
+            sock = self._api.exec_start(exec_id, socket=True)
+            return exec_id, getattr(sock, "_sock", sock)
+
+        try:
+            return await _in_thread(start)
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"sandbox {self.id}: cannot start a shell: {exc}") from exc
+
+    async def _run_detached(self, argv: list[str]) -> None:
+        await _in_thread(self.container.exec_run, argv, user=self.spec.user)
+
+    async def _exec_exit_code(self, exec_id: str) -> int | None:
+        info = await _in_thread(self._api.exec_inspect, exec_id)
+        return info.get("ExitCode")
+
+
+def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
+    client = docker_client()
+    try:
+        return client.containers.run(
+            spec.image, PID1, detach=True, labels=labels, user=spec.user,
+            working_dir=spec.workdir, environment=spec.env or None,
+            network_mode="bridge" if spec.network else "none",
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            nano_cpus=int(spec.cpus * 1e9), mem_limit=spec.memory, memswap_limit=spec.memory,
+            pids_limit=spec.pids, name=f"envfarm-{uuid.uuid4().hex[:12]}",
+        )
+    except docker.errors.ImageNotFound as exc:
+        raise ImageMissingError(
+            f"image {spec.image!r} is not on this machine: build it with "
+            "`python -m envfarm.sandbox.images build`, or load an exported copy with "
+            f"`docker load -i <file>.tar` ({exc.explanation})"
+        ) from exc
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"cannot start a container from {spec.image!r}: {exc}") from exc
+
+
+def remove_container(container_id: str) -> None:
+    """Force-remove one container, retrying engine hiccups; a missing container is fine."""
+    api = docker_client().api
+    for attempt in range(3):
+        try:
+            api.remove_container(container_id, force=True, v=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "already in progress" in str(exc):
+                return
+            if attempt == 2:
+                raise SandboxError(f"could not remove container {container_id[:12]}: {exc}") from exc
+            time.sleep(0.2 * (attempt + 1))
+
+
+def list_containers(**label_filters: str) -> list[Any]:
+    """Containers that carry the envfarm label (and the given label values), stopped included."""
+    labels = [LABEL] + [f"{k}={v}" for k, v in label_filters.items()]
+    return docker_client().containers.list(all=True, filters={"label": labels})
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
