@@ -52,6 +52,10 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (container gone, engine unreachable): an infrastructure fault."""
 
 
+class ImageMissingError(SandboxError):
+    """The task's image is not on this machine and could not be had: a set-up error, not retried."""
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """One isolated repository copy with a persistent shell session."""

@@ -21,7 +21,13 @@ from typing import Any
 import docker
 import docker.errors
 
-from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, SandboxError, SandboxSpec
+from envfarm.sandbox.base import (
+    DEFAULT_OUTPUT_LIMIT,
+    ExecResult,
+    ImageMissingError,
+    SandboxError,
+    SandboxSpec,
+)
 from envfarm.sandbox.shell_session import ShellSession
 
 LABEL = "envfarm"  # every container the project starts carries this label
@@ -37,10 +43,6 @@ PID1 = ["bash", "-c", 'trap "exit 0" TERM; while :; do sleep 86400 & wait $!; do
 # sandboxes on one event loop do not queue behind six threads.
 _EXECUTOR = ThreadPoolExecutor(max_workers=int(os.environ.get("ENVFARM_DOCKER_THREADS", "64")),
                                thread_name_prefix="envfarm-docker")
-
-
-class ImageMissingError(SandboxError):
-    """The task's image is not on this machine and could not be had."""
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,102 @@
+"""Turn a bug (a changed source file in a repository image) into a validated Task.
+
+Validation follows SWE-smith: a candidate becomes a task only if, run in its image, some tests
+fail with the bug (FAIL_TO_PASS >= 1), others still pass (PASS_TO_PASS >= 1), and the gold patch
+(the reverse of the bug) resolves it when graded by the same path the agents are graded by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT, TestStatus
+from swebench.harness.log_parsers import PARSER_REGISTRY
+
+from envfarm.sandbox.base import Sandbox, SandboxSpec
+from envfarm.sandbox.images import Project
+from envfarm.tasks.eval_script import make_eval_script
+from envfarm.tasks.grading import SandboxFactory, grade
+from envfarm.tasks.schema import Task
+from envfarm.tasks.setup import commit_bug
+
+PASSING = {TestStatus.PASSED.value, TestStatus.XFAIL.value}
+LOG_PARSER = "parse_log_pytest"
+
+
+@dataclass
+class Candidate:
+    """A proposed bug: one file of the project with new content."""
+
+    instance_id: str
+    path: str  # relative to /testbed
+    buggy_source: str
+    problem_statement: str
+    meta: dict | None = None  # e.g. mutation kind, function name (kept out of the statement)
+
+
+class Rejected(Exception):
+    """The candidate is not a usable task; the message says why."""
+
+
+async def run_tests(sandbox: Sandbox, project: Project, timeout: float = 300) -> dict[str, str]:
+    """The project's test suite in the sandbox's current state, parsed by swebench's parser."""
+    env = " ".join(f"{k}={v}" for k, v in project.env.items())
+    res = await sandbox.exec(
+        f"cd /testbed && echo '{START_TEST_OUTPUT}'; {env} {project.test_cmd}; echo '{END_TEST_OUTPUT}'",
+        timeout=timeout, output_limit=16 << 20,
+    )
+    if res.timed_out:
+        raise Rejected(f"the test suite ran past {timeout:g} s")
+    log = res.output.split(START_TEST_OUTPUT, 1)[-1].split(END_TEST_OUTPUT, 1)[0]
+    return PARSER_REGISTRY[LOG_PARSER](log, None)  # type: ignore[arg-type]
+
+
+async def diff_against_clean(sandbox: Sandbox, path: str, new_source: str) -> str:
+    """Write `new_source` over `path` and return `git diff` of it against the clean commit."""
+    await sandbox.write_file(f"/testbed/{path}", new_source)
+    res = await sandbox.exec(f"cd /testbed && git diff -- {path}", timeout=60, output_limit=8 << 20)
+    return res.output if res.output.endswith("\n") or not res.output else res.output + "\n"
+
+
+async def derive_task(candidate: Candidate, project: Project, sandbox_factory: SandboxFactory,
+                      clean_results: dict[str, str] | None = None, check_runs: int = 2) -> Task:
+    """Validate one candidate in sandboxes and return the task, or raise Rejected."""
+    sandbox = await sandbox_factory(SandboxSpec(image=project.image), candidate.instance_id)
+    try:
+        if clean_results is None:
+            clean_results = await run_tests(sandbox, project)
+        bug_patch = await diff_against_clean(sandbox, candidate.path, candidate.buggy_source)
+        if not bug_patch.strip():
+            raise Rejected("the change is empty")
+        gold = await sandbox.exec(f"cd /testbed && git diff -R -- {candidate.path}", timeout=60,
+                                  output_limit=8 << 20)
+        await sandbox.exec(f"cd /testbed && git checkout -q -- {candidate.path}", timeout=60)
+        base_commit = await commit_bug(sandbox, bug_patch)
+        runs = [await run_tests(sandbox, project) for _ in range(check_runs)]
+    finally:
+        await sandbox.close()
+    if any(r != runs[0] for r in runs[1:]):
+        raise Rejected("flaky: two runs of the tests on the buggy code disagree")
+    buggy = runs[0]
+    f2p = sorted(t for t, s in clean_results.items() if s in PASSING and buggy.get(t) not in PASSING)
+    p2p = sorted(t for t, s in clean_results.items() if s in PASSING and buggy.get(t) in PASSING)
+    if not f2p:
+        raise Rejected("no test fails with the bug")
+    if not p2p:
+        raise Rejected("no test still passes with the bug")
+    task = Task(
+        instance_id=candidate.instance_id, repo=project.name, version=project.version,
+        base_commit=base_commit, problem_statement=candidate.problem_statement,
+        patch=gold.output if gold.output.endswith("\n") else gold.output + "\n", test_patch="",
+        FAIL_TO_PASS=f2p, PASS_TO_PASS=p2p, image=project.image,
+        eval_script=make_eval_script(base_commit, list(project.test_files), project.test_cmd,
+                                     env=project.env),
+        log_parser=LOG_PARSER, eval_type="pass_and_fail", bug_patch=bug_patch,
+        test_files=list(project.test_files), **({"envfarm_meta": candidate.meta} if candidate.meta else {}),
+    )
+    for patch, want in ((task.patch, True), ("", False)):
+        verdict = await grade(task, patch, sandbox_factory)
+        if verdict.error_kind or verdict.resolved != want:
+            raise Rejected(f"{'gold' if want else 'empty'} patch graded {verdict.status} "
+                           f"({verdict.error_kind or 'no error'}: {verdict.error})")
+    return task

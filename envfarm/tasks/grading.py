@@ -1,0 +1,152 @@
+"""Grade a patch against a task with swebench's own functions, in a fresh sandbox.
+
+Grading never trusts the agent's container: a fresh one from the task's image is brought to the
+base commit, the patch (the agent's diff of the repository) is applied, the eval script restores
+the test files and runs them, and swebench's `get_logs_eval`, `get_eval_tests_report` and
+`get_resolution_status` decide. When grading cannot run, `error_kind` says why; it is never
+set for a patch that ran and was simply wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from swebench.harness.constants import FAIL_TO_PASS, PASS_TO_PASS, EvalType, ResolvedStatus
+from swebench.harness.grading import (
+    get_eval_tests_report,
+    get_logs_eval,
+    get_resolution_status,
+)
+from swebench.harness.utils import make_test_spec
+
+from envfarm.sandbox.base import ImageMissingError, Sandbox, SandboxError, SandboxSpec
+from envfarm.tasks.schema import Task
+from envfarm.tasks.setup import prepare_repository
+
+PATCH_PATH = "/tmp/.envfarm_model.patch"
+EVAL_PATH = "/tmp/.envfarm_eval.sh"
+
+SandboxFactory = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
+
+
+class ErrorKind:
+    """Why grading could not give a verdict. Infrastructure faults are retried, not rewarded."""
+
+    INFRASTRUCTURE = "infrastructure"  # sandbox or engine failed: retry elsewhere, no reward
+    TIMEOUT = "timeout"  # the eval script ran past its time limit
+    PATCH_FAILED = "patch_failed"  # the patch did not apply to the base commit
+
+
+@dataclass
+class GradeResult:
+    """The verdict on one patch, or why there is none."""
+
+    instance_id: str
+    resolved: bool = False
+    status: str = ResolvedStatus.NO.value
+    fail_to_pass: float = 0.0  # fraction of FAIL_TO_PASS tests that pass
+    pass_to_pass: float = 0.0  # fraction of PASS_TO_PASS tests still passing
+    tests: dict[str, str] = field(default_factory=dict)  # per-test status from the log parser
+    report: dict[str, Any] = field(default_factory=dict)  # swebench's report
+    tests_ran: bool = False  # the log showed a real test run (swebench's check)
+    error_kind: str | None = None
+    error: str = ""
+    log_tail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def infrastructure_failure(self) -> bool:
+        return self.error_kind == ErrorKind.INFRASTRUCTURE
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fraction(part: dict[str, list[str]]) -> float:
+    total = len(part["success"]) + len(part["failure"])
+    return len(part["success"]) / total if total else 1.0
+
+
+def grade_log(task: Task, log: str) -> GradeResult:
+    """Grade an eval log with swebench's functions (no sandbox involved)."""
+    spec = make_test_spec(task.swebench_instance())
+    with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as fh:
+        fh.write(log)
+    try:
+        status_map, ran = get_logs_eval(spec, fh.name)
+    finally:
+        os.unlink(fh.name)
+    gold = {FAIL_TO_PASS: task.FAIL_TO_PASS, PASS_TO_PASS: task.PASS_TO_PASS}
+    report = get_eval_tests_report(status_map, gold, eval_type=EvalType(task.eval_type))
+    status = get_resolution_status(report) if ran else ResolvedStatus.NO.value
+    return GradeResult(
+        instance_id=task.instance_id, resolved=status == ResolvedStatus.FULL.value, status=status,
+        fail_to_pass=_fraction(report[FAIL_TO_PASS]) if ran else 0.0,
+        pass_to_pass=_fraction(report[PASS_TO_PASS]) if ran else 0.0,
+        tests=status_map, report=report, tests_ran=ran, log_tail=log[-4000:],
+    )
+
+
+async def apply_patch(sandbox: Sandbox, patch: str, workdir: str = "/testbed") -> tuple[bool, str]:
+    """Apply a patch as swebench does: `git apply`, then `patch --fuzz`; never partially."""
+    if not patch.strip():
+        return True, ""
+    await sandbox.write_file(PATCH_PATH, patch if patch.endswith("\n") else patch + "\n")
+    res = await sandbox.exec(
+        f"cd {workdir} && (git apply -v {PATCH_PATH} || "
+        f"(patch --dry-run --batch --fuzz=5 -p1 -i {PATCH_PATH} >/dev/null && "
+        f"patch --batch --fuzz=5 -p1 -i {PATCH_PATH}))",
+        timeout=120,
+    )
+    return res.exit_code == 0, res.output
+
+
+async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
+                           timeout: float = 600.0) -> GradeResult:
+    """Grade in a sandbox that is fresh from the task's image (the caller owns and closes it)."""
+    started = time.perf_counter()
+    await prepare_repository(sandbox, task)
+    applied, out = await apply_patch(sandbox, patch)
+    if not applied:
+        return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_FAILED,
+                           error="patch did not apply to the base commit", log_tail=out[-4000:],
+                           seconds=time.perf_counter() - started)
+    await sandbox.write_file(EVAL_PATH, task.eval_script, mode=0o755)
+    res = await sandbox.exec(f"bash {EVAL_PATH}", timeout=timeout, output_limit=8 << 20)
+    if res.timed_out:
+        return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.TIMEOUT,
+                           error=f"the tests ran past {timeout:g} s", log_tail=res.output[-4000:],
+                           seconds=time.perf_counter() - started)
+    result = grade_log(task, res.output)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None = None,
+                timeout: float = 600.0, labels: dict[str, str] | None = None) -> GradeResult:
+    """Grade `patch` in a fresh sandbox from the task's pristine image; always closes it."""
+    if sandbox_factory is None:
+        from envfarm.sandbox.docker_backend import DockerSandbox
+
+        async def sandbox_factory(spec: SandboxSpec, task_id: str) -> Sandbox:
+            return await DockerSandbox.create(spec, task=task_id)
+
+    started = time.perf_counter()
+    sandbox: Sandbox | None = None
+    try:
+        sandbox = await sandbox_factory(SandboxSpec(image=task.image, labels=labels or {}),
+                                        task.instance_id)
+        return await grade_in_sandbox(sandbox, task, patch, timeout)
+    except ImageMissingError:
+        raise
+    except SandboxError as exc:
+        return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.INFRASTRUCTURE,
+                           error=str(exc), seconds=time.perf_counter() - started)
+    finally:
+        if sandbox is not None:
+            await sandbox.close()

@@ -1,0 +1,51 @@
+"""Put a fresh sandbox into a task's starting state: the repository at `base_commit`."""
+
+from __future__ import annotations
+
+from envfarm.sandbox.base import Sandbox, SandboxError
+from envfarm.tasks.schema import Task
+
+FIXED_DATES = "GIT_AUTHOR_DATE='2000-01-02T00:00:00Z' GIT_COMMITTER_DATE='2000-01-02T00:00:00Z'"
+BUG_PATCH_PATH = "/tmp/.envfarm_bug.diff"
+
+
+class TaskSetupError(SandboxError):
+    """The sandbox could not be brought to the task's base commit: an infrastructure fault."""
+
+
+async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed") -> str:
+    """Apply `bug_patch` to the clean repository and make it the one root commit; returns its hash.
+
+    The repository is re-initialised with fixed author, committer and dates, so the hash is the
+    same wherever it is made, and no history or object in `.git` shows the clean code (an agent
+    could otherwise read the answer from `git log -p`).
+    """
+    await sandbox.write_file(BUG_PATCH_PATH, bug_patch)
+    res = await sandbox.exec(
+        f"cd {workdir} && git apply {BUG_PATCH_PATH} && rm -f {BUG_PATCH_PATH} && rm -rf .git && "
+        f"git init -q && git add -A && {FIXED_DATES} git commit -q -m base && git rev-parse HEAD",
+        timeout=120,
+    )
+    if res.exit_code != 0:
+        raise TaskSetupError(f"the bug patch did not apply in sandbox {sandbox.id}: {res.output[-500:]}")
+    return res.output.strip().splitlines()[-1]
+
+
+async def prepare_repository(sandbox: Sandbox, task: Task, workdir: str = "/testbed") -> None:
+    """Bring a fresh sandbox to `base_commit` (made from `bug_patch` when the task has one).
+
+    A hash mismatch means the image is not the one the task was made from.
+    """
+    if task.bug_patch:
+        head = await commit_bug(sandbox, task.bug_patch, workdir)
+        ok = True
+    else:
+        res = await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit} && "
+                                 "git rev-parse HEAD", timeout=60)
+        head = res.output.strip().splitlines()[-1] if res.output.strip() else ""
+        ok = res.exit_code == 0
+    if not ok or head != task.base_commit:
+        raise TaskSetupError(
+            f"task {task.instance_id}: could not reach base commit {task.base_commit[:12]} in image "
+            f"{task.image} (got {head[:12] or 'nothing'}): is the image the one this task was made from?"
+        )
