@@ -182,9 +182,10 @@ class DockerSandbox:
 
 
 def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
+    """Create (never pull: registries are the farm's business) and start one container."""
     client = docker_client()
     try:
-        return client.containers.run(
+        container = client.containers.create(
             spec.image, PID1, detach=True, labels=labels, user=spec.user,
             working_dir=spec.workdir, environment=spec.env or None,
             network_mode="bridge" if spec.network else "none",
@@ -199,7 +200,13 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
             f"`docker load -i <file>.tar` ({exc.explanation})"
         ) from exc
     except docker.errors.APIError as exc:
+        raise SandboxError(f"cannot create a container from {spec.image!r}: {exc}") from exc
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        remove_container(container.id)
         raise SandboxError(f"cannot start a container from {spec.image!r}: {exc}") from exc
+    return container
 
 
 def remove_container(container_id: str) -> None:

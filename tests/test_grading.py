@@ -1,0 +1,117 @@
+"""Grading through swebench's functions on real fixture tasks in real sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox
+from envfarm.tasks.grading import ErrorKind, grade
+from envfarm.tasks.setup import prepare_repository
+
+pytestmark = pytest.mark.docker
+
+
+async def _factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
+    return await DockerSandbox.create(spec, run="tests", task=task_id)
+
+
+def _grade(task, patch):
+    return asyncio.run(grade(task, patch, _factory))
+
+
+def test_there_are_at_least_three_fixture_tasks(fixture_tasks):
+    assert len(fixture_tasks) >= 3
+    for task in fixture_tasks:
+        assert task.FAIL_TO_PASS and task.PASS_TO_PASS and task.bug_patch and task.patch
+
+
+def test_gold_patch_resolves_every_fixture_task(fixture_tasks):
+    for task in fixture_tasks:
+        result = _grade(task, task.patch)
+        assert result.resolved, (task.instance_id, result.status, result.error, result.log_tail[-800:])
+        assert result.fail_to_pass == 1.0 and result.pass_to_pass == 1.0
+        assert result.error_kind is None and result.tests_ran
+        assert all(result.tests[t] == "PASSED" for t in task.FAIL_TO_PASS)
+
+
+def test_empty_patch_does_not_resolve(fixture_tasks):
+    task = fixture_tasks[0]
+    result = _grade(task, "")
+    assert not result.resolved and result.error_kind is None and result.tests_ran
+    assert result.fail_to_pass == 0.0
+    assert result.pass_to_pass == 1.0
+    assert all(result.tests[t] == "FAILED" for t in task.FAIL_TO_PASS)
+
+
+def test_patch_that_does_not_apply_is_reported_as_such(fixture_tasks):
+    task = fixture_tasks[0]
+    bad = task.patch.replace("@@ -", "@@ -9", 1).replace("number", "nomber")
+    result = _grade(task, bad)
+    assert result.error_kind == ErrorKind.PATCH_FAILED
+    assert "did not apply" in result.error
+    assert not result.resolved
+
+
+def test_editing_the_tests_to_pass_does_not_resolve(fixture_tasks):
+    """A patch that deletes the failing tests' assertions is undone by the eval script's reset."""
+    task = fixture_tasks[0]
+    async def cheat_patch() -> str:
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
+        try:
+            await prepare_repository(sb, task)
+            # make every test trivially pass by rewriting the test file
+            await sb.exec("cd /testbed && python3 - <<'EOF'\nimport re\n"
+                          "p='test_inflection.py'; s=open(p).read()\n"
+                          "s=re.sub(r'^(\\s+)assert .*$', r'\\1assert True', s, flags=re.M)\n"
+                          "open(p,'w').write(s)\nEOF")
+            res = await sb.exec(f"cd /testbed && git diff {task.base_commit}")
+            return res.output
+        finally:
+            await sb.close()
+
+    patch = asyncio.run(cheat_patch())
+    assert "assert True" in patch  # the patch really edits the tests
+    result = _grade(task, patch)
+    assert result.error_kind is None and result.tests_ran
+    assert not result.resolved
+    assert result.fail_to_pass == 0.0
+
+
+def test_infrastructure_failure_is_not_a_wrong_fix(fixture_tasks):
+    async def broken_factory(spec, task_id):
+        from envfarm.sandbox.base import SandboxError
+
+        raise SandboxError("engine went away")
+
+    result = asyncio.run(grade(fixture_tasks[0], fixture_tasks[0].patch, broken_factory))
+    assert result.error_kind == ErrorKind.INFRASTRUCTURE and result.infrastructure_failure
+    assert not result.resolved
+
+
+def test_eval_timeout_is_reported(fixture_tasks):
+    task = fixture_tasks[0].model_copy(update={"eval_script": "#!/bin/bash\nsleep 30\n"})
+    result = asyncio.run(grade(task, "", _factory, timeout=1))
+    assert result.error_kind == ErrorKind.TIMEOUT and not result.resolved
+
+
+def test_agent_cannot_read_the_fix_from_git_history(fixture_tasks):
+    task = fixture_tasks[0]
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
+        try:
+            await prepare_repository(sb, task)
+            log = await sb.exec("cd /testbed && git log --oneline | wc -l; git count-objects -v | grep -c .")
+            objs = await sb.exec("cd /testbed && git cat-file --batch-all-objects --batch-check | wc -l; "
+                                 "git ls-files | wc -l")
+            return log.output.split(), objs.output.split()
+        finally:
+            await sb.close()
+
+    log, (objects, files) = asyncio.run(main())
+    assert log[0] == "1"
+    # only the buggy tree: one commit, its trees and one blob per file, nothing of the clean code
+    assert int(objects) <= int(files) + 20

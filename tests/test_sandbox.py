@@ -1,0 +1,165 @@
+"""The Docker sandbox: persistent shell, timeouts, output caps, files, isolation basics, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from envfarm.sandbox.base import ImageMissingError, SandboxError, SandboxSpec
+from envfarm.sandbox.docker_backend import LABEL, DockerSandbox, docker_client
+
+pytestmark = pytest.mark.docker
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def sandbox_run(inflection_image):
+    """Runs an async test body with a fresh sandbox that is always closed."""
+
+    def runner(body):
+        async def main():
+            sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="tests")
+            try:
+                return await body(sb)
+            finally:
+                await sb.close()
+
+        return run(main())
+
+    return runner
+
+
+def test_state_persists_between_commands(sandbox_run):
+    async def body(sb):
+        await sb.exec("cd /tmp && export GREETING=hello && mkdir -p work")
+        res = await sb.exec("pwd; echo $GREETING")
+        assert res.output.split() == ["/tmp", "hello"]
+        assert res.exit_code == 0
+
+    sandbox_run(body)
+
+
+def test_exit_codes_and_stderr(sandbox_run):
+    async def body(sb):
+        res = await sb.exec("echo out; echo err >&2; exit_code_is() { return 7; }; exit_code_is")
+        assert res.exit_code == 7
+        assert "out" in res.output and "err" in res.output
+
+    sandbox_run(body)
+
+
+def test_timeout_kills_command_and_session_survives(sandbox_run):
+    async def body(sb):
+        await sb.exec("cd /tmp && export KEEP=1")
+        res = await sb.exec("sleep 30 & sleep 60", timeout=1)
+        assert res.timed_out and "timed out" in res.note
+        assert res.seconds < 10
+        after = await sb.exec("echo alive; pwd; echo $KEEP; ps -eo comm 2>/dev/null | grep -c sleep || "
+                              "grep -l sleep /proc/[0-9]*/comm 2>/dev/null | wc -l")
+        lines = after.output.split()
+        assert lines[:3] == ["alive", "/tmp", "1"]
+        assert after.exit_code == 0
+        # the background sleep of the timed-out command was killed too (only PID 1's sleep remains)
+        assert int(lines[3]) <= 1
+
+    sandbox_run(body)
+
+
+def test_busy_shell_is_replaced_in_the_same_directory(sandbox_run):
+    async def body(sb):
+        await sb.exec("cd /tmp")
+        res = await sb.exec("while :; do :; done", timeout=1)
+        assert res.timed_out and "new shell session" in res.note
+        assert (await sb.exec("pwd")).output.strip() == "/tmp"
+
+    sandbox_run(body)
+
+
+def test_shell_exit_starts_a_new_session(sandbox_run):
+    async def body(sb):
+        res = await sb.exec("exit 3")
+        assert res.exit_code == 3 and "new shell session" in res.note
+        assert (await sb.exec("echo ok")).output == "ok\n"
+
+    sandbox_run(body)
+
+
+def test_ten_megabytes_of_output_are_capped(sandbox_run):
+    async def body(sb):
+        res = await sb.exec("head -c 10000000 /dev/zero | tr '\\0' x; echo; echo END", timeout=60,
+                            output_limit=10_000)
+        assert res.truncated and res.exit_code == 0
+        assert "bytes of output cut" in res.output
+        assert res.output.rstrip().endswith("END")
+        assert len(res.output) < 20_000
+        assert (await sb.exec("echo next")).output == "next\n"
+
+    sandbox_run(body)
+
+
+def test_binary_and_non_utf8_output_survive(sandbox_run):
+    async def body(sb):
+        res = await sb.exec("printf 'caf\\xc3\\xa9 \\xff\\xfe\\x00 end'")
+        assert res.output.startswith("café ") and res.output.endswith(" end")
+        assert "\ufffd" in res.output
+        res = await sb.exec("echo 'non-ascii command: ünïcödé'")
+        assert res.output == "non-ascii command: ünïcödé\n"
+
+    sandbox_run(body)
+
+
+def test_files_in_and_out_without_argv(sandbox_run):
+    async def body(sb):
+        payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
+        await sb.write_file("/testbed/sub/dir/blob.bin", payload)
+        assert await sb.read_file("sub/dir/blob.bin") == payload
+        text = "it's \"quoted\" $HOME `x`\n"
+        await sb.write_file("/tmp/t.txt", text)
+        assert (await sb.exec("cat /tmp/t.txt")).output == text
+        with pytest.raises(FileNotFoundError):
+            await sb.read_file("/nope")
+
+    sandbox_run(body)
+
+
+def test_container_is_locked_down(sandbox_run):
+    async def body(sb):
+        attrs = docker_client().api.inspect_container(sb.container.id)
+        host = attrs["HostConfig"]
+        assert host["NetworkMode"] == "none"
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["PidsLimit"] > 0 and host["Memory"] > 0 and host["NanoCpus"] > 0
+        assert attrs["Config"]["Labels"][LABEL] == "1"
+        res = await sb.exec("id -u; cat /proc/self/status | grep CapEff")
+        uid, cap = res.output.splitlines()
+        assert uid == "1000" and cap.split()[-1] == "0000000000000000"
+
+    sandbox_run(body)
+
+
+def test_close_removes_the_container_even_after_errors(inflection_image):
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="tests")
+        cid = sb.container.id
+        try:
+            docker_client().api.kill(cid)  # the container dies under the sandbox
+            with pytest.raises(SandboxError):
+                await sb.exec("echo hi", timeout=5)
+        finally:
+            await sb.close()
+            await sb.close()  # idempotent
+        return cid
+
+    cid = run(main())
+    assert not docker_client().containers.list(all=True, filters={"id": cid})
+
+
+def test_missing_image_names_it_and_says_how_to_get_it(docker_engine):
+    with pytest.raises(ImageMissingError) as err:
+        run(DockerSandbox.create(SandboxSpec(image="envfarm/no-such-image:1")))
+    assert "envfarm/no-such-image:1" in str(err.value) and "docker load" in str(err.value)
