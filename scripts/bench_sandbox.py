@@ -1,0 +1,101 @@
+"""Sandbox round trips, lifecycle and grading, measured side by side in one run.
+
+(a) a trivial command through the persistent session vs one `docker exec` per command, on the
+    same container, interleaved so that machine noise hits both alike;
+(b) sandbox create and close;
+(c) grading one fixture task with its gold patch (fresh sandbox, bug commit, patch, tests).
+
+    python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox
+from envfarm.sandbox.images import build_repo, load_projects
+from envfarm.tasks.grading import grade
+from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
+    return await DockerSandbox.create(spec, run="bench", task=task_id)
+
+
+async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]:
+    image = build_repo(load_projects()["inflection"])
+    session, dexec = [], []
+    sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
+    try:
+        for _ in range(20):  # warm up both paths
+            await sb.exec("true")
+        await sb.docker_exec("true")
+        for i in range(rounds):
+            t = time.perf_counter()
+            await sb.exec("true")
+            session.append(time.perf_counter() - t)
+            if i % max(1, rounds // 50) == 0:  # docker exec is ~100x slower: sample it less often
+                t = time.perf_counter()
+                await sb.docker_exec("true")
+                dexec.append(time.perf_counter() - t)
+    finally:
+        await sb.close()
+    creates, closes = [], []
+    for _ in range(lifecycles):
+        t = time.perf_counter()
+        sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
+        creates.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await sb.close()
+        closes.append(time.perf_counter() - t)
+    task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
+    grades = []
+    for _ in range(gradings):
+        t = time.perf_counter()
+        result = await grade(task, task.patch, factory)
+        grades.append(time.perf_counter() - t)
+        assert result.resolved, result
+    ms = 1000.0
+    return {
+        "session_exec_p50_ms": statistics.median(session) * ms,
+        "session_exec_p95_ms": pct(session, 0.95) * ms,
+        "docker_exec_p50_ms": statistics.median(dexec) * ms,
+        "docker_exec_p95_ms": pct(dexec, 0.95) * ms,
+        "docker_exec_vs_session_ratio": statistics.median(dexec) / statistics.median(session),
+        "create_p50_ms": statistics.median(creates) * ms,
+        "create_p95_ms": pct(creates, 0.95) * ms,
+        "close_p50_ms": statistics.median(closes) * ms,
+        "close_p95_ms": pct(closes, 0.95) * ms,
+        "grade_p50_s": statistics.median(grades),
+        "grade_p95_s": pct(grades, 0.95),
+        "session_samples": len(session),
+        "docker_exec_samples": len(dexec),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=1000, help="session round trips")
+    ap.add_argument("--lifecycles", type=int, default=20, help="create+close cycles")
+    ap.add_argument("--gradings", type=int, default=5, help="gradings of one task")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args()
+    figures = asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
+    for key, value in figures.items():
+        print(f"{key:32s} {value:10.3f}" if isinstance(value, float) else f"{key:32s} {value:10d}")
+    if args.json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
