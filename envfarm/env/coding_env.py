@@ -1,0 +1,282 @@
+"""CodingEnv: one repository sandbox behind the gymnasium `Env` contract.
+
+Observation and action are text. `reset(options={"task": task})` starts a sandbox at the task's
+base commit and returns the problem statement with the tool descriptions; `step(text)` parses
+the model's raw text into tool calls, runs them, and returns their output. The episode ends on
+`submit` (terminated), on the turn or wall-time limit (truncated), or when the sandbox dies
+(truncated, `error_kind="infrastructure"`, reward None so that a trainer masks it rather than
+learning from a 0 the agent did not earn).
+
+Reward comes only at the end, from grading: the agent's diff is taken from its sandbox, the
+sandbox is closed, and the diff is graded in a fresh sandbox from the task's image (the agent's
+container never grades itself). `info` carries the grade report and the error kind.
+
+The async core (`areset`, `astep`, `aclose`) is what the farm drives on its event loop; the sync
+API runs the same coroutines on a private loop thread. Use one or the other for an episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import gymnasium
+from gymnasium import spaces
+
+from envfarm.env.config import EnvConfig
+from envfarm.env.loop_thread import LoopThread
+from envfarm.env.parsing import parse_tool_calls
+from envfarm.env.patch import PatchError, extract_patch
+from envfarm.env.prompt import first_observation, format_help, system_prompt
+from envfarm.env.schemas import TOOL_NAMES, tool_schemas
+from envfarm.env.tools import ToolResult, ToolRunner
+from envfarm.sandbox.base import Sandbox, SandboxError, SandboxSpec
+from envfarm.tasks.grading import ErrorKind, GradeResult, SandboxFactory, grade
+from envfarm.tasks.schema import Task
+from envfarm.tasks.setup import prepare_repository
+
+Grader = Callable[..., Awaitable[GradeResult]]  # grade(task, patch, sandbox_factory, timeout=...)
+
+MAX_TEXT = 1 << 24
+
+
+class TextSpace(spaces.Text):
+    """Any string up to `max_length` characters (gymnasium's Text only admits its charset)."""
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+
+def default_sandbox_factory(run: str = "adhoc") -> SandboxFactory:
+    async def create(spec: SandboxSpec, task_id: str) -> Sandbox:
+        from envfarm.sandbox.docker_backend import DockerSandbox
+
+        return await DockerSandbox.create(spec, run=run, task=task_id)
+
+    return create
+
+
+class CodingEnv(gymnasium.Env):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, tasks: Sequence[Task] | str | None = None, config: EnvConfig | dict | None = None,
+                 sandbox_factory: SandboxFactory | None = None, grader: Grader | None = None,
+                 render_mode: str | None = None, **overrides: Any) -> None:
+        """`tasks` (a list, or a spec for `envfarm.tasks.loading.load`; "builtin" by default) are
+        what `reset` draws from when `options` names no task. `overrides` set EnvConfig fields."""
+        cfg = config if isinstance(config, EnvConfig) else EnvConfig(**(config or {}))
+        self.config = cfg.model_copy(update=overrides) if overrides else cfg
+        EnvConfig.model_validate(self.config.model_dump())
+        self.sandbox_factory = sandbox_factory or default_sandbox_factory(self.config.run)
+        self.grader = grader or grade
+        self.render_mode = render_mode
+        self._task_source = tasks if tasks is not None else "builtin"
+        self._tasks: list[Task] | None = list(tasks) if isinstance(tasks, Sequence) and not isinstance(tasks, str) \
+            else None
+        self.observation_space = TextSpace(MAX_TEXT)
+        self.action_space = TextSpace(4096)
+        self._loop: LoopThread | None = None
+        self._sandbox: Sandbox | None = None
+        self._sandbox_loop: asyncio.AbstractEventLoop | None = None
+        self._runner: ToolRunner | None = None
+        self.task: Task | None = None
+        self._turn = 0
+        self._started = 0.0
+        self._done = True
+        self._last_observation = ""
+
+    # -- async core ------------------------------------------------------------------------
+    async def areset(self, *, seed: int | None = None,
+                     options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        await self._release()
+        task = self._pick_task((options or {}).get("task"))
+        started = time.perf_counter()
+        spec = SandboxSpec(image=task.image, workdir=self.config.workdir, env=dict(self.config.sandbox_env))
+        sandbox = await self.sandbox_factory(spec, task.instance_id)
+        self._sandbox, self._sandbox_loop = sandbox, asyncio.get_running_loop()
+        try:
+            await prepare_repository(sandbox, task, self.config.workdir)
+        except BaseException:
+            await self._release()
+            raise
+        self.task = task
+        self._runner = ToolRunner(sandbox, self.config.command_timeout_s, self.config.max_observation_chars,
+                                  self.config.workdir)
+        self._turn, self._started, self._done = 0, time.monotonic(), False
+        tools = tool_schemas()
+        self._last_observation = first_observation(task, tools)
+        info = {"instance_id": task.instance_id, "repo": task.repo, "tools": tools,
+                "system_prompt": system_prompt(self.config.workdir), "sandbox_id": sandbox.id,
+                "setup_seconds": time.perf_counter() - started}
+        return self._last_observation, info
+
+    async def astep(self, action: str) -> tuple[str, float | None, bool, bool, dict[str, Any]]:
+        if self._done or self.task is None or self._runner is None:
+            raise RuntimeError("the episode is over or was never started: call reset() first")
+        self._turn += 1
+        parsed = parse_tool_calls(action)
+        results: list[ToolResult] = []
+        submitted, reason = False, ""
+        if self.time_left() <= 0:
+            reason, text = "time_limit", "The episode's time limit was reached before this action ran."
+        elif not parsed.calls:
+            text = format_help(parsed.errors, TOOL_NAMES)
+        else:
+            try:
+                results, submitted = await self._run_calls(parsed.calls)
+            except SandboxError as exc:
+                return await self._end_infrastructure(str(exc), results)
+            text = _render(results, parsed.errors, len(parsed.calls) - len(results))
+        if not reason:
+            reason = "submit" if submitted else "time_limit" if self.time_left() <= 0 else \
+                "max_turns" if self._turn >= self.config.max_turns else ""
+        info: dict[str, Any] = {"turn": self._turn, "tool_calls": [r.to_dict() for r in results],
+                                "parse_errors": list(parsed.errors), "format_error": not parsed.calls,
+                                "elapsed_s": time.monotonic() - self._started, "error_kind": None}
+        self._last_observation = text
+        if not reason:
+            return text, 0.0, False, False, info
+        reward = await self._finish(reason, info)
+        return text, reward, reason == "submit", reason != "submit", info
+
+    async def aclose(self) -> None:
+        await self._release()
+
+    def time_left(self) -> float:
+        return self.config.episode_timeout_s - (time.monotonic() - self._started)
+
+    # -- sync gymnasium API ----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        return self._sync(self.areset(seed=seed, options=options))
+
+    def step(self, action: str) -> tuple[str, float | None, bool, bool, dict[str, Any]]:
+        return self._sync(self.astep(action))
+
+    def render(self) -> str | None:
+        return self._last_observation if self.render_mode == "ansi" else None
+
+    def close(self) -> None:
+        """Release the sandbox (wherever its loop runs) and stop the private loop; safe to repeat."""
+        loop = self._sandbox_loop
+        if self._sandbox is not None and loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                loop.create_task(self._release())  # cannot block the loop we are on
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(self._release(), loop).result(60)
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        super().close()
+
+    def _sync(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = LoopThread()
+        if self._sandbox is not None and self._sandbox_loop is not self._loop.loop:
+            coro.close()
+            raise RuntimeError("this episode was started with the async API; finish it with astep/aclose")
+        return self._loop.run(coro)
+
+    # -- internals -------------------------------------------------------------------------
+    def _pick_task(self, task: Task | dict | None) -> Task:
+        if isinstance(task, Task):
+            return task
+        if isinstance(task, dict):
+            return Task.parse(task, where="reset(options={'task': ...})")
+        if task is not None:
+            raise TypeError(f"options['task'] must be a Task or a SWE-bench row dict, got {type(task).__name__}")
+        if self._tasks is None:
+            from envfarm.tasks.loading import load
+
+            self._tasks = load(str(self._task_source))
+        if not self._tasks:
+            raise ValueError("no task given in options={'task': ...} and the env has no tasks to draw from")
+        return self._tasks[int(self.np_random.integers(len(self._tasks)))]
+
+    async def _run_calls(self, calls: list) -> tuple[list[ToolResult], bool]:
+        assert self._runner is not None
+        results: list[ToolResult] = []
+        for n, call in enumerate(calls[: self.config.max_calls_per_turn]):
+            timeout = min(self.config.command_timeout_s, max(self.time_left(), 1.0))
+            result = await self._runner.run(call, call.id or f"call_{self._turn}_{n}", timeout)
+            results.append(result)
+            if call.name == "submit":
+                return results, True
+            if self.time_left() <= 0:
+                break
+        return results, False
+
+    async def _finish(self, reason: str, info: dict[str, Any]) -> float | None:
+        """Take the agent's diff, close its sandbox, grade in a fresh one; fill `info`."""
+        assert self.task is not None and self._sandbox is not None
+        self._done = True
+        task, started = self.task, time.perf_counter()
+        info["end_reason"] = reason
+        grade_result: GradeResult | None = None
+        patch = ""
+        try:
+            patch = await extract_patch(self._sandbox, task.base_commit, self.config.workdir)
+        except PatchError as exc:
+            grade_result = GradeResult(instance_id=task.instance_id, error=str(exc))
+        except SandboxError as exc:
+            grade_result = GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.INFRASTRUCTURE,
+                                       error=f"could not read the agent's diff: {exc}")
+        await self._release()
+        if grade_result is None:
+            if reason != "submit" and not self.config.grade_on_truncation:
+                grade_result = GradeResult(instance_id=task.instance_id, error="not graded: the episode hit a limit")
+            elif not patch.strip():
+                grade_result = GradeResult(instance_id=task.instance_id, error="empty patch: nothing was changed")
+            else:
+                grade_result = await self._grade(task, patch)
+        reward = None if grade_result.error_kind == ErrorKind.INFRASTRUCTURE else float(grade_result.resolved)
+        info.update(grade=grade_result.to_dict(), error_kind=grade_result.error_kind, patch=patch,
+                    resolved=grade_result.resolved, reward=reward,
+                    grading_seconds=time.perf_counter() - started)
+        return reward
+
+    async def _grade(self, task: Task, patch: str) -> GradeResult:
+        try:
+            return await self.grader(task, patch, self.sandbox_factory, timeout=self.config.grading_timeout_s)
+        except SandboxError as exc:  # ImageMissingError included: the grader could not start
+            return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.INFRASTRUCTURE, error=str(exc))
+
+    async def _end_infrastructure(self, error: str, results: list[ToolResult]):
+        self._done = True
+        await self._release()
+        text = f"The sandbox failed and the episode cannot go on: {error}"
+        self._last_observation = text
+        info = {"turn": self._turn, "tool_calls": [r.to_dict() for r in results], "parse_errors": [],
+                "format_error": False, "elapsed_s": time.monotonic() - self._started,
+                "end_reason": "sandbox_error", "error_kind": ErrorKind.INFRASTRUCTURE, "error": error,
+                "grade": None, "patch": "", "resolved": False, "reward": None, "grading_seconds": 0.0}
+        return text, None, False, True, info
+
+    async def _release(self) -> None:
+        sandbox, self._sandbox, self._runner = self._sandbox, None, None
+        if sandbox is not None:
+            try:
+                await sandbox.close()
+            except SandboxError:
+                pass  # already gone; the reaper finds anything left by its labels
+
+
+def _render(results: list[ToolResult], errors: list[str], refused: int) -> str:
+    """One observation from several tool outputs; a single call's output stands alone."""
+    parts = []
+    if len(results) == 1 and not errors and not refused:
+        return results[0].output
+    for r in results:
+        parts.append(f"<tool_output name={r.name!r} id={r.id!r}>\n{r.output}\n</tool_output>")
+    if refused:
+        parts.append(f"[{refused} further tool call(s) in this reply were not run: one reply runs at most "
+                     "the configured number of calls, and nothing after `submit`]")
+    if errors:
+        parts.append("[some tool calls could not be parsed: " + "; ".join(errors) + "]")
+    return "\n".join(parts)
