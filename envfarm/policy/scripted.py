@@ -1,0 +1,222 @@
+"""ScriptedPolicy: solves a task through the tools from its gold patch, like a careful agent would.
+
+It explores (git status, grep for the code to change), views the region, edits it with one
+`str_replace` per hunk of the gold patch, runs the tests, and submits. It is the end-to-end
+check of the environment (tools, diff extraction, grading) and the farm's default policy: it
+needs no model, is deterministic, and takes milliseconds a turn.
+
+If an edit is refused (a hunk whose text is not unique in the file), it falls back to applying
+the whole gold patch with `git apply` from bash, then tests and submits.
+
+The policy is stateless between calls: where it is in its plan follows from the conversation,
+so one instance serves any number of concurrent episodes. It finds the task by its problem
+statement in the first user message; give it the tasks at construction, or let the episode loop
+introduce each task with `observe_task` (it loads the builtin tasks when given none).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from envfarm.policy.base import Completion, PolicyError
+from envfarm.tasks.schema import Task
+
+FALLBACK_MARK = "# envfarm-scripted: apply the gold patch"
+HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+@dataclass
+class Hunk:
+    old_start: int
+    old_lines: list[str] = field(default_factory=list)
+    new_lines: list[str] = field(default_factory=list)
+    old_eof_newline: bool = True
+    new_eof_newline: bool = True
+
+    @property
+    def old_text(self) -> str:
+        return "\n".join(self.old_lines) + ("\n" if self.old_eof_newline and self.old_lines else "")
+
+    @property
+    def new_text(self) -> str:
+        return "\n".join(self.new_lines) + ("\n" if self.new_eof_newline and self.new_lines else "")
+
+
+@dataclass
+class FilePatch:
+    path: str
+    new_file: bool = False
+    deleted: bool = False
+    binary: bool = False
+    hunks: list[Hunk] = field(default_factory=list)
+
+
+def _strip_prefix(path: str) -> str:
+    return path.split("/", 1)[1] if path[:2] in ("a/", "b/") else path
+
+
+def parse_patch(patch: str) -> list[FilePatch]:
+    """Files and hunks of a unified git diff (enough of the format for gold patches)."""
+    files: list[FilePatch] = []
+    current: FilePatch | None = None
+    hunk: Hunk | None = None
+    last = ""
+    for line in patch.split("\n"):
+        if line.startswith("diff --git "):
+            current, hunk = FilePatch(path=_strip_prefix(line.split()[-1])), None
+            files.append(current)
+        elif current is None:
+            continue
+        elif line.startswith("--- ") and hunk is None:
+            current.new_file = line[4:].strip() == "/dev/null"
+        elif line.startswith("+++ ") and hunk is None:
+            target = line[4:].strip()
+            current.deleted = target == "/dev/null"
+            if not current.deleted:
+                current.path = _strip_prefix(target)
+        elif line.startswith(("Binary files", "GIT binary patch")):
+            current.binary = True
+        elif m := HUNK_RE.match(line):
+            hunk = Hunk(old_start=int(m.group(1)))
+            current.hunks.append(hunk)
+        elif hunk is not None and line[:1] in (" ", "-", "+"):
+            if line[0] in " -":
+                hunk.old_lines.append(line[1:])
+            if line[0] in " +":
+                hunk.new_lines.append(line[1:])
+            last = line[0]
+        elif hunk is not None and line.startswith("\\"):
+            if last in " -":
+                hunk.old_eof_newline = False
+            if last in " +":
+                hunk.new_eof_newline = False
+    return files
+
+
+def _call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+class ScriptedPolicy:
+    name = "scripted"
+
+    def __init__(self, tasks: Iterable[Task] | str | None = None, style: str = "hermes",
+                 run_tests: bool = True) -> None:
+        if style not in ("hermes", "openai"):
+            raise ValueError("style must be 'hermes' (<tool_call> tags) or 'openai' (function-call JSON)")
+        self.style = style
+        self.run_tests = run_tests
+        self._tasks: dict[str, Task] = {}
+        self._source: Iterable[Task] | str | None = tasks if isinstance(tasks, str) or tasks is None else ()
+        if tasks is not None and not isinstance(tasks, str):
+            for task in tasks:
+                self.observe_task(task)
+
+    def observe_task(self, task: Task) -> None:
+        """Learn a task's gold patch (the episode loop calls this before the first turn)."""
+        self._tasks[task.problem_statement.strip()] = task
+
+    # -- the plan ----------------------------------------------------------------------------
+    def plan(self, task: Task) -> list[list[dict[str, Any]]]:
+        """Every turn's tool calls, from exploration to submit."""
+        files = parse_patch(task.patch)
+        editable = [f for f in files if not f.binary and not f.deleted]
+        first = next((f for f in editable if f.hunks and not f.new_file), None)
+        turns: list[list[dict[str, Any]]] = []
+        explore = "cd /testbed && git status --short && ls"
+        if first is not None:
+            needle = next((ln.strip() for h in first.hunks for ln in h.old_lines if ln.strip()), "")
+            if needle:
+                explore += f" && grep -n -F -- {shlex.quote(needle)} {shlex.quote(first.path)} | head -20"
+        turns.append([_call("bash", command=explore)])
+        if first is not None:
+            h = first.hunks[0]
+            end = max(h.old_start, h.old_start + len(h.old_lines) - 1)
+            turns.append([_call("str_replace_editor", command="view", path=first.path, view_range=[h.old_start, end])])
+        for f in files:
+            if f.binary or (f.deleted and not f.hunks):
+                return turns + [[_call("bash", command=self._fallback(task))]] + self._finish(task)
+            if f.deleted:
+                turns.append([_call("bash", command=f"cd /testbed && rm -f {shlex.quote(f.path)}")])
+            elif f.new_file:
+                text = "".join(h.new_text for h in f.hunks)
+                turns.append([_call("str_replace_editor", command="create", path=f.path, file_text=text)])
+            else:
+                for h in f.hunks:
+                    if not h.old_text:
+                        return turns + [[_call("bash", command=self._fallback(task))]] + self._finish(task)
+                    turns.append([_call("str_replace_editor", command="str_replace", path=f.path,
+                                        old_str=h.old_text, new_str=h.new_text)])
+        return turns + self._finish(task)
+
+    def _finish(self, task: Task) -> list[list[dict[str, Any]]]:
+        turns = []
+        test_files = sorted({t.split("::")[0] for t in task.FAIL_TO_PASS if "::" in t})
+        if self.run_tests and test_files:
+            files = " ".join(shlex.quote(f) for f in test_files)
+            turns.append([_call("bash", command=f"cd /testbed && python3 -m pytest -q -p no:cacheprovider {files} "
+                                                "2>&1 | tail -5")])
+        return turns + [[_call("submit")]]
+
+    def _fallback(self, task: Task) -> str:
+        patch = task.patch if task.patch.endswith("\n") else task.patch + "\n"
+        eof = "ENVFARM_GOLD_PATCH_EOF"
+        return (f"{FALLBACK_MARK}\ncd /testbed && git checkout -q -- . && git clean -fdq && "
+                f"git apply --whitespace=nowarn <<'{eof}'\n{patch}{eof}")
+
+    # -- the Policy protocol -------------------------------------------------------------------
+    def _find_task(self, messages: list[dict[str, Any]]) -> Task:
+        first_user = next((str(m.get("content") or "") for m in messages if m.get("role") == "user"), "")
+        for attempt in range(2):
+            for statement, task in self._tasks.items():
+                if statement in first_user:
+                    return task
+            if attempt == 0 and self._source != ():
+                from envfarm.tasks.loading import load
+
+                for task in load(self._source if isinstance(self._source, str) else "builtin"):
+                    self._tasks.setdefault(task.problem_statement.strip(), task)
+                self._source = ()
+        raise PolicyError("ScriptedPolicy does not know this task: give it the tasks (ScriptedPolicy(tasks=...)) "
+                          "or call observe_task(task) before the episode")
+
+    async def act(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
+        task = self._find_task(messages)
+        assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+        fallback_at = next((n for n, i in enumerate(assistants) if FALLBACK_MARK in _text_of(messages[i])), None)
+        plan = self.plan(task)
+        if fallback_at is not None:
+            rest = self._finish(task)
+            calls = rest[min(len(assistants) - fallback_at - 1, len(rest) - 1)]
+        elif assistants and _last_observation(messages).startswith("Error:"):
+            calls = [_call("bash", command=self._fallback(task))]
+        else:
+            calls = plan[min(len(assistants), len(plan) - 1)]
+        return Completion(text=self._render(calls), finish_reason="stop")
+
+    def _render(self, calls: list[dict[str, Any]]) -> str:
+        names = ", ".join(c["name"] for c in calls)
+        if self.style == "openai":
+            return json.dumps({"tool_calls": [{"type": "function", "function": {
+                "name": c["name"], "arguments": json.dumps(c["arguments"])}} for c in calls]})
+        body = "\n".join(f"<tool_call>\n{json.dumps(c)}\n</tool_call>" for c in calls)
+        return f"Next: {names}.\n{body}"
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    parts = [str(message.get("content") or "")]
+    for call in message.get("tool_calls") or []:
+        parts.append(str((call.get("function") or {}).get("arguments", "")))
+    return "\n".join(parts)
+
+
+def _last_observation(messages: list[dict[str, Any]]) -> str:
+    """The first tool output after the last assistant message (or the user message there)."""
+    last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+    after = messages[last + 1:]
+    return str(after[0].get("content") or "") if after else ""

@@ -1,0 +1,114 @@
+"""One episode, one coroutine: policy and env take turns until the env says the episode is over.
+
+The loop keeps the conversation in the chat format every template knows: system, user (the
+first observation), then per turn the assistant message and one `tool` message per executed
+call (or a `user` message with the format help when no call could be parsed). Everything is
+recorded as it happens; whatever fails, the env's sandboxes are closed and a Trajectory comes
+back with an error kind instead of an exception, so one bad episode never stops a farm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from envfarm.env.coding_env import CodingEnv
+from envfarm.policy.base import Completion, policy_name
+from envfarm.rollout.trajectory import Timings, ToolCallRecord, Trajectory, Turn
+from envfarm.sandbox.base import ImageMissingError, SandboxError
+from envfarm.tasks.grading import ErrorKind
+from envfarm.tasks.schema import Task
+
+POLICY_ERROR = "policy"  # the policy could not answer (server down, crash): masked, like infrastructure
+
+
+def _tool_messages(results: list[dict[str, Any]], assistant: dict[str, Any], observation: str) -> list[dict]:
+    if not results:
+        return [{"role": "user", "content": observation}]
+    native_ids = [c.get("id") for c in assistant.get("tool_calls") or []]
+    messages = []
+    for n, r in enumerate(results):
+        call_id = native_ids[n] if n < len(native_ids) and native_ids[n] else r["id"]
+        messages.append({"role": "tool", "tool_call_id": call_id, "name": r["name"], "content": r["output"]})
+    return messages
+
+
+def _token_fields(completion: Completion, context: list[int] | None) -> tuple[dict[str, Any], list[int] | None]:
+    """This turn's token record and the context after it (prompt + completion)."""
+    if completion.prompt_ids is None or completion.completion_ids is None:
+        return {}, None
+    prompt, out = list(completion.prompt_ids), list(completion.completion_ids)
+    fields: dict[str, Any] = {"completion_ids": out, "logprobs": completion.logprobs}
+    if context is None:
+        fields["context_ids"] = prompt
+    elif prompt[: len(context)] == context:
+        fields["context_ids"], fields["prefix_consistent"] = prompt[len(context):], True
+    else:
+        fields["context_ids"], fields["prefix_consistent"] = prompt, False
+    return fields, prompt + out
+
+
+async def run_episode(env: CodingEnv, policy: Any, task: Task, *, seed: int | None = None, run: str = "",
+                      episode_id: str | None = None) -> Trajectory:
+    """Run one episode of `task` with `policy` in `env` and return its full record."""
+    traj = Trajectory(episode_id=episode_id or uuid.uuid4().hex, run=run, instance_id=task.instance_id,
+                      repo=task.repo, policy=policy_name(policy), seed=seed, started_at=time.time())
+    timings = Timings()
+    started = time.perf_counter()
+    if hasattr(policy, "observe_task"):
+        policy.observe_task(task)
+    done = False
+    try:
+        try:
+            observation, info = await env.areset(seed=seed, options={"task": task})
+        except ImageMissingError:
+            raise
+        except SandboxError as exc:
+            traj.end_reason, traj.error_kind, traj.error = "setup_error", ErrorKind.INFRASTRUCTURE, str(exc)
+            return traj
+        timings.setup = info.get("setup_seconds", 0.0)
+        tools = info["tools"]
+        traj.messages = [{"role": "system", "content": info["system_prompt"]}, {"role": "user", "content": observation}]
+        context: list[int] | None = None
+        while not done:
+            t0 = time.perf_counter()
+            try:
+                completion = await asyncio.wait_for(policy.act(list(traj.messages), tools),
+                                                    timeout=max(env.time_left(), 0.001))
+            except TimeoutError:
+                completion = Completion(text="", finish_reason="episode_time_limit")
+            except Exception as exc:  # noqa: BLE001 - any policy failure ends the episode, masked
+                traj.end_reason, traj.error_kind = "policy_error", POLICY_ERROR
+                traj.error = f"{type(exc).__name__}: {exc}"
+                return traj
+            gen_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            observation, reward, terminated, truncated, info = await env.astep(completion.text)
+            step_s = time.perf_counter() - t1 - info.get("grading_seconds", 0.0)
+            done = terminated or truncated
+            assistant = completion.assistant_message()
+            traj.messages.append(assistant)
+            traj.messages.extend(_tool_messages(info["tool_calls"], assistant, observation))
+            token_fields, context = _token_fields(completion, context)
+            records = [ToolCallRecord(**{**r, "arguments": json.dumps(r["arguments"])}) for r in info["tool_calls"]]
+            traj.turns.append(Turn(
+                index=len(traj.turns), completion=completion.text, observation=observation, tool_calls=records,
+                format_error=info["format_error"], parse_errors=info["parse_errors"], generation_seconds=gen_s,
+                tool_seconds=step_s, finish_reason=completion.finish_reason, **token_fields))
+            timings.generation += gen_s
+            timings.tools += step_s
+            if done:
+                traj.reward, traj.terminated, traj.truncated = reward, terminated, truncated
+                traj.end_reason, traj.error_kind = info.get("end_reason", ""), info.get("error_kind")
+                traj.error = info.get("error") or (info.get("grade") or {}).get("error", "")
+                traj.grade, traj.patch, traj.resolved = info.get("grade"), info.get("patch", ""), info["resolved"]
+                timings.grading = info.get("grading_seconds", 0.0)
+        return traj
+    finally:
+        if not done:
+            await env.aclose()
+        timings.total = time.perf_counter() - started
+        traj.timings = timings
