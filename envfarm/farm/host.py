@@ -1,0 +1,257 @@
+"""EnvHost: one async Ray actor per node that hosts many sandboxes and runs their episodes.
+
+Why one actor per node and not per environment: an actor is a process of about 125 MiB, so
+20,000 of them would need terabytes. One async actor runs thousands of episodes as coroutines
+(`max_concurrency`), and its sandboxes are tracked by the engine itself through container labels:
+a host restarted by Ray (`max_restarts=-1`) finds what its predecessor left under its owner
+label and removes it, since the driver retries those episodes elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from envfarm.farm.admission import AdmissionControl
+from envfarm.farm.pool import WarmPool
+from envfarm.sandbox.base import ImageMissingError, Sandbox, SandboxError, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HostConfig:
+    """How one host runs: its slots, pool, admission control, backend and episode settings."""
+
+    host_id: str  # stable across restarts: the owner label of its containers
+    run: str
+    slots: int  # episodes this host runs at once
+    backend: str = "docker"  # docker | sim
+    warm_size: int = 0  # sandboxes kept ready beyond those in use
+    max_starting: int = 16
+    create_rate: float = 50.0
+    policy: str = "scripted"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_config: dict[str, Any] = field(default_factory=dict)
+    sim_profile: dict[str, Any] = field(default_factory=dict)
+    cpus_per_sandbox: float = 1.0
+    memory_per_sandbox: str = "2g"
+    registry: str | None = None
+
+
+class EnvHostImpl:
+    """The actor's logic, kept free of Ray so it can be tested and benchmarked directly."""
+
+    def __init__(self, config: HostConfig) -> None:
+        self.config = config
+        self.node = _node_id()
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self.episodes_done = 0
+        self.episodes_failed = 0
+        self.running = 0
+        self.images_ready: set[str] = set()
+        self._image_locks: dict[str, asyncio.Lock] = {}
+        self._pool: WarmPool | None = None
+        self._policy = None
+        self._grader = None
+        self._metrics = None
+        self._reaped_at_start = self._reap_predecessor()
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _labels(self) -> dict[str, str]:
+        return {"owner": self.config.host_id, "run": self.config.run}
+
+    def _reap_predecessor(self) -> int:
+        """Remove containers a previous incarnation of this host left (its episodes are retried)."""
+        if self.config.backend != "docker":
+            return 0
+        from envfarm.farm.gc import remove_containers
+
+        return remove_containers(owner=self.config.host_id)
+
+    def _ensure_started(self) -> WarmPool:
+        if self._pool is None:
+            cfg = self.config
+            admission = AdmissionControl(cfg.max_starting, cfg.create_rate)
+            self._pool = WarmPool(self._make_create(), admission, warm_size=cfg.warm_size,
+                                  spec_for=self._spec_for)
+            from envfarm.farm.metrics import HostMetrics
+
+            self._metrics = HostMetrics(cfg.host_id)
+        return self._pool
+
+    def _spec_for(self, image: str) -> SandboxSpec:
+        return SandboxSpec(image=image, cpus=self.config.cpus_per_sandbox, memory=self.config.memory_per_sandbox,
+                           env=dict(self.config.env_config.get("sandbox_env", {})))
+
+    def _make_create(self):
+        cfg = self.config
+        if cfg.backend == "sim":
+            from envfarm.sandbox.sim_backend import SimProfile, SimSandbox
+
+            profile = SimProfile(**cfg.sim_profile)
+
+            async def create_sim(spec: SandboxSpec, task_id: str) -> Sandbox:
+                return await SimSandbox.create(spec, profile)
+
+            return create_sim
+        if cfg.backend != "docker":
+            raise ValueError(f"unknown backend {cfg.backend!r}: use 'docker' or 'sim'")
+        from envfarm.sandbox.docker_backend import DockerSandbox
+
+        async def create_docker(spec: SandboxSpec, task_id: str) -> Sandbox:
+            return await DockerSandbox.create(spec, owner=cfg.host_id, run=cfg.run, task=task_id)
+
+        return create_docker
+
+    def _policy_for(self):
+        if self._policy is None:
+            from envfarm.farm.policies import make_policy
+
+            self._policy = make_policy(self.config.policy, **self.config.policy_kwargs)
+        return self._policy
+
+    def _grader_for(self):
+        if self._grader is None:
+            if self.config.backend == "sim":
+                from envfarm.sandbox.sim_backend import SimProfile
+                from envfarm.tasks.sim_grading import make_sim_grader
+
+                self._grader = make_sim_grader(SimProfile(**self.config.sim_profile))
+            else:
+                from envfarm.tasks.grading import grade
+
+                self._grader = grade
+        return self._grader
+
+    async def ensure_image(self, image: str, tarball: bytes | None = None) -> dict[str, Any]:
+        """Make sure `image` exists on this node, once per image (see envfarm.farm.node_images)."""
+        if self.config.backend == "sim" or image in self.images_ready:
+            return {"image": image, "how": "present"}
+        lock = self._image_locks.setdefault(image, asyncio.Lock())
+        async with lock:
+            if image in self.images_ready:
+                return {"image": image, "how": "present"}
+            from envfarm.farm.node_images import ensure_image_on_node
+
+            how = await asyncio.to_thread(ensure_image_on_node, image, self.config.registry, tarball)
+            self.images_ready.add(image)
+            return {"image": image, "how": how}
+
+    async def prewarm(self, images: list[str]) -> None:
+        pool = self._ensure_started()
+        for image in images:
+            pool.prewarm(image)
+
+    # -- episodes -------------------------------------------------------------------------------
+    async def run_episode(self, task_row: dict[str, Any], episode_id: str, group_id: str,
+                          attempt: int) -> dict[str, Any]:
+        """Run one episode end to end; infrastructure faults come back as error_kind, not raised."""
+        from envfarm.farm.episode import run_farm_episode
+
+        pool = self._ensure_started()
+        self.running += 1
+        started = time.time()
+        try:
+            record = await run_farm_episode(
+                task_row, episode_id=episode_id, group_id=group_id, attempt=attempt, pool=pool,
+                policy=self._policy_for(), grader=self._grader_for(), env_config=self.config.env_config,
+                run=self.config.run, ensure_image=self.ensure_image,
+            )
+        except ImageMissingError as exc:
+            record = _failure_record(task_row, episode_id, group_id, attempt, "image_missing", str(exc))
+        except (SandboxError, OSError) as exc:
+            record = _failure_record(task_row, episode_id, group_id, attempt, "infrastructure", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in one episode must not take the host down
+            record = _failure_record(task_row, episode_id, group_id, attempt, "infrastructure",
+                                     f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        finally:
+            self.running -= 1
+        record.setdefault("farm", {}).update({"host": self.config.host_id, "node": self.node,
+                                              "host_seconds": time.time() - started})
+        failed = record.get("error_kind") in ("infrastructure", "image_missing")
+        self.episodes_failed += failed
+        self.episodes_done += not failed
+        if self._metrics is not None:
+            self._metrics.episode(record, pool.stats())
+        return record
+
+    # -- state ---------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        pool_stats = self._pool.stats() if self._pool else {}
+        acquire = sorted(self._pool.acquire_seconds) if self._pool else []
+        return {
+            "host_id": self.config.host_id, "node": self.node, "pid": self.pid,
+            "slots": self.config.slots, "running": self.running,
+            "episodes_done": self.episodes_done, "episodes_failed": self.episodes_failed,
+            "images": sorted(self.images_ready), "reaped_at_start": self._reaped_at_start,
+            "rss_bytes": _rss_bytes(), "open_files": _open_files(),
+            "acquire_p50_s": acquire[len(acquire) // 2] if acquire else None,
+            "acquire_p99_s": acquire[int(len(acquire) * 0.99)] if acquire else None,
+            **pool_stats,
+        }
+
+    async def shutdown(self) -> int:
+        """Close the pool and remove every container this host owns; returns how many were left."""
+        if self._pool is not None:
+            await self._pool.close()
+        if self.config.backend != "docker":
+            return 0
+        from envfarm.farm.gc import remove_containers
+
+        return await asyncio.to_thread(remove_containers, owner=self.config.host_id)
+
+    def ping(self) -> str:
+        return self.node
+
+
+def _failure_record(task_row: dict[str, Any], episode_id: str, group_id: str, attempt: int,
+                    kind: str, error: str) -> dict[str, Any]:
+    return {"episode_id": episode_id, "group_id": group_id, "attempt": attempt,
+            "instance_id": task_row.get("instance_id", "?"), "repo": task_row.get("repo", ""), "reward": None,
+            "resolved": False, "end_reason": "setup_error", "error_kind": kind, "error": error[-4000:]}
+
+
+def _node_id() -> str:
+    """The Ray node this host runs on (several Ray nodes can share one machine and hostname)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray the hostname will do
+        pass
+    return socket.gethostname()
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _open_files() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def make_host_actor_class(max_concurrency: int):
+    """The Ray actor class: restartable, async, concurrency sized to the host's slots."""
+    import ray
+
+    @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0, max_concurrency=max_concurrency)
+    class EnvHost(EnvHostImpl):
+        pass
+
+    return EnvHost

@@ -1,0 +1,149 @@
+"""Warm pools: sandboxes created ahead of demand, per image, liveness-checked before hand-out.
+
+Sandboxes are single-use: an agent's sandbox and a grading sandbox both need a pristine copy of
+the image, so a released sandbox is closed and the pool refills behind it. Every create goes
+through AdmissionControl, so a burst of demand never becomes a burst stuck in "starting".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from envfarm.farm.admission import AdmissionControl
+from envfarm.sandbox.base import Sandbox, SandboxError, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+CreateFn = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
+
+
+class WarmPool:
+    """Per-image queues of ready sandboxes with a target size each."""
+
+    def __init__(self, create: CreateFn, admission: AdmissionControl, warm_size: int = 0,
+                 liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None) -> None:
+        self._create = create
+        self.admission = admission
+        self.warm_size = warm_size
+        self.liveness_timeout = liveness_timeout
+        self._spec_for = spec_for or (lambda image: SandboxSpec(image=image))
+        self._ready: dict[str, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
+        self._filling: dict[str, int] = collections.defaultdict(int)
+        self._tasks: set[asyncio.Task] = set()
+        self.busy = 0
+        self.created = 0
+        self.create_failures = 0
+        self.dead_on_acquire = 0
+        self.acquire_seconds: collections.deque[float] = collections.deque(maxlen=100_000)
+        self.warm_hits = 0
+        self.cold_creates = 0
+        self._closed = False
+
+    # -- hand-out ------------------------------------------------------------------------------
+    async def acquire(self, image: str, task_id: str = "") -> Sandbox:
+        """A live sandbox of `image`: a warm one when there is one, else created now."""
+        started = time.perf_counter()
+        ready = self._ready[image]
+        while ready:
+            sandbox = ready.popleft()
+            self._refill(image)
+            if await self._alive(sandbox):
+                self.warm_hits += 1
+                return self._handed_out(sandbox, started)
+            self.dead_on_acquire += 1
+            await self._discard(sandbox)
+        self._refill(image)
+        sandbox = await self._create_one(image, task_id)
+        self.cold_creates += 1
+        return self._handed_out(sandbox, started)
+
+    def _handed_out(self, sandbox: Sandbox, started: float) -> Sandbox:
+        self.busy += 1
+        self.acquire_seconds.append(time.perf_counter() - started)
+        return sandbox
+
+    async def release(self, sandbox: Sandbox) -> None:
+        """Close a used sandbox (never reused: it is no longer pristine)."""
+        self.busy -= 1
+        await self._discard(sandbox)
+
+    async def _alive(self, sandbox: Sandbox) -> bool:
+        try:
+            res = await sandbox.exec("true", timeout=self.liveness_timeout)
+        except (TimeoutError, SandboxError, OSError):
+            return False
+        return res.exit_code == 0
+
+    async def _discard(self, sandbox: Sandbox) -> None:
+        try:
+            await sandbox.close()
+        except Exception as exc:  # noqa: BLE001 - closing must never take an episode down
+            log.warning("closing sandbox %s failed: %s", getattr(sandbox, "id", "?"), exc)
+
+    # -- filling -------------------------------------------------------------------------------
+    def prewarm(self, image: str, count: int | None = None) -> None:
+        """Start filling the pool of `image` up to `count` (default: warm_size)."""
+        if count is not None:
+            self.warm_size = max(self.warm_size, count)
+        self._refill(image)
+
+    def _refill(self, image: str) -> None:
+        if self._closed:
+            return
+        deficit = self.warm_size - len(self._ready[image]) - self._filling[image]
+        for _ in range(max(0, deficit)):
+            self._filling[image] += 1
+            task = asyncio.get_running_loop().create_task(self._fill_one(image))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _fill_one(self, image: str) -> None:
+        try:
+            sandbox = await self._create_one(image, "warm")
+        except SandboxError as exc:
+            log.warning("warm create of %s failed: %s", image, exc)
+            return
+        finally:
+            self._filling[image] -= 1
+        if self._closed:
+            await self._discard(sandbox)
+        else:
+            self._ready[image].append(sandbox)
+
+    async def _create_one(self, image: str, task_id: str) -> Sandbox:
+        async with self.admission.admit():
+            try:
+                sandbox = await self._create(self._spec_for(image), task_id)
+            except SandboxError:
+                self.create_failures += 1
+                raise
+        self.created += 1
+        return sandbox
+
+    # -- state ---------------------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        return {
+            "warm": sum(len(q) for q in self._ready.values()),
+            "starting": self.admission.starting,
+            "queued": self.admission.waiting,
+            "busy": self.busy,
+            "created": self.created,
+            "create_failures": self.create_failures,
+            "dead_on_acquire": self.dead_on_acquire,
+            "warm_hits": self.warm_hits,
+            "cold_creates": self.cold_creates,
+        }
+
+    async def close(self) -> None:
+        """Stop filling and close every warm sandbox."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        warm = [sb for q in self._ready.values() for sb in q]
+        self._ready.clear()
+        await asyncio.gather(*(self._discard(sb) for sb in warm))

@@ -1,0 +1,37 @@
+"""`python -m envfarm.gc`: remove every container the farm left behind, on this machine or a cluster.
+
+    python -m envfarm.gc                      # all envfarm containers on this machine
+    python -m envfarm.gc --run NAME           # only one run's
+    python -m envfarm.gc --address auto       # on every node of a Ray cluster
+    python -m envfarm.gc --older-than 3600    # only those created over an hour ago
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from envfarm.farm.gc import gc_cluster, remove_containers
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m envfarm.gc", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="only containers of this run (label envfarm.run)")
+    ap.add_argument("--older-than", type=float, metavar="SECONDS", help="only containers older than this")
+    ap.add_argument("--address", help="a Ray cluster address ('auto' for the local cluster): clean every node")
+    args = ap.parse_args(argv)
+    if args.address:
+        import ray
+
+        ray.init(address=args.address, logging_level="ERROR")
+        per_node = gc_cluster(args.run, args.older_than)
+        for node, n in per_node.items():
+            print(f"{node}: removed {n} container(s)")
+        print(f"removed {sum(per_node.values())} container(s) on {len(per_node)} node(s)")
+    else:
+        print(f"removed {remove_containers(run=args.run, older_than_s=args.older_than)} container(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

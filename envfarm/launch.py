@@ -1,0 +1,167 @@
+"""Run episodes on an envfarm: `python -m envfarm.launch --envs N`.
+
+Starts one host actor per Ray node, spreads the episodes over them, writes every finished
+episode to rollouts/<run>/ as it finishes, shows the farm live, and removes every container it
+made when it ends (Ctrl-C included). With `--train`, runs GRPO training on the farm instead.
+
+Examples:
+  python -m envfarm.launch --envs 8                            # builtin tasks, scripted policy, local Ray
+  python -m envfarm.launch --envs 20000 --backend sim          # the control plane at scale, no containers
+  python -m envfarm.launch --envs 20000 --address auto         # a Ray cluster with Docker on every node
+  python -m envfarm.launch --envs 64 --tasks my_tasks.jsonl --policy my_pkg.agent:MyPolicy --group-size 8
+  python -m envfarm.launch --envs 8 --train --model ./my-model # GRPO on the farm (see --help of the flags)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from envfarm.farm.display import FarmDisplay
+from envfarm.farm.scheduler import EnvFarm, FarmConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m envfarm.launch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    farm = ap.add_argument_group("the farm")
+    farm.add_argument("--envs", type=int, default=8,
+                      help="episodes (each with its own sandbox) running at once across the farm (default: 8)")
+    farm.add_argument("--address", default=None,
+                      help="Ray cluster to join ('auto' for the one on this machine); absent: start a local Ray")
+    farm.add_argument("--backend", choices=["docker", "sim"], default="docker",
+                      help="docker: real containers; sim: modelled latencies, no containers (default: docker)")
+    farm.add_argument("--hosts-per-node", type=int, default=1,
+                      help="host actors per Ray node; each multiplexes many sandboxes (default: 1)")
+    farm.add_argument("--warm-fraction", type=float, default=0.25,
+                      help="warm sandboxes each host keeps ready, as a fraction of its slots (default: 0.25)")
+    farm.add_argument("--max-retries", type=int, default=2,
+                      help="times an episode hit by an infrastructure fault is retried on another host (default: 2)")
+    farm.add_argument("--registry", default=None,
+                      help="registry to pull task images from on nodes that lack them (else: build or ship)")
+    farm.add_argument("--cpus-per-sandbox", type=float, default=1.0, help="CPU limit of each sandbox (default: 1)")
+    farm.add_argument("--memory-per-sandbox", default="2g", help="memory limit of each sandbox (default: 2g)")
+
+    work = ap.add_argument_group("the work")
+    work.add_argument("--tasks", default="builtin",
+                      help="'builtin', 'builtin:<project>', a JSONL file, a SWE-bench task directory, "
+                           "or a Hugging Face dataset name (default: builtin)")
+    work.add_argument("--limit-tasks", type=int, default=None, help="use only the first N tasks")
+    work.add_argument("--policy", default=None,
+                      help="'scripted' (solves tasks from their gold patch), 'openai', 'transformers', 'sim', "
+                           "or any 'package.module:attr' (default: scripted; sim with --backend sim)")
+    work.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
+                      help="keyword argument for the policy (repeatable; values parsed as JSON when they can be)")
+    work.add_argument("--group-size", type=int, default=1,
+                      help="episodes per task that form one group (GRPO's num_generations) (default: 1)")
+    work.add_argument("--episodes", type=int, default=None,
+                      help="episodes to run in all (default: 2 x --envs), tasks cycled in groups")
+    work.add_argument("--max-turns", type=int, default=30, help="turns before an episode is truncated (default: 30)")
+    work.add_argument("--episode-timeout", type=float, default=1800.0, help="seconds per episode (default: 1800)")
+    work.add_argument("--command-timeout", type=float, default=120.0, help="seconds per command (default: 120)")
+
+    out = ap.add_argument_group("output")
+    out.add_argument("--out", default="rollouts", help="folder for runs; each run gets a sub-folder (default: rollouts)")
+    out.add_argument("--run", default=None, help="run name (default: run-<date>-<time>-<random>)")
+    out.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
+
+    train = ap.add_argument_group("training (GRPO with TRL)")
+    train.add_argument("--train", action="store_true", help="train a model with GRPO on the farm's episodes")
+    train.add_argument("--model", help="model path or name for --train (a local folder; nothing is downloaded)")
+    train.add_argument("--num-generations", type=int, default=4, help="episodes per task per step (default: 4)")
+    train.add_argument("--max-completion-length", type=int, default=2048,
+                       help="tokens of a whole multi-turn completion (default: 2048)")
+    train.add_argument("--learning-rate", type=float, default=1e-6, help="default: 1e-6")
+    train.add_argument("--loss-type", default="dapo", help="TRL GRPO loss type (default: dapo)")
+    train.add_argument("--max-steps", type=int, default=10, help="optimizer steps (default: 10)")
+    train.add_argument("--output-dir", default="checkpoints", help="checkpoints and logs (default: checkpoints)")
+    train.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
+    train.add_argument("--vllm-server", default=None, help="URL of a `trl vllm-serve` server for generation")
+    return ap
+
+
+def parse_policy_args(pairs: list[str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--policy-arg {pair!r}: expected KEY=VALUE")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def farm_config(args: argparse.Namespace) -> FarmConfig:
+    if args.envs < 1:
+        raise SystemExit("--envs must be at least 1")
+    if args.group_size < 1:
+        raise SystemExit("--group-size must be at least 1")
+    policy = args.policy or ("sim" if args.backend == "sim" else "scripted")
+    env_config = {"max_turns": args.max_turns, "episode_timeout_s": args.episode_timeout,
+                  "command_timeout_s": args.command_timeout}
+    cfg = FarmConfig(envs=args.envs, backend=args.backend, policy=policy,
+                     policy_kwargs=parse_policy_args(args.policy_arg), hosts_per_node=args.hosts_per_node,
+                     warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
+                     registry=args.registry, cpus_per_sandbox=args.cpus_per_sandbox,
+                     memory_per_sandbox=args.memory_per_sandbox)
+    if args.run:
+        cfg.run = args.run
+    return cfg
+
+
+async def run_farm(args: argparse.Namespace) -> int:
+    from envfarm.rollout.store import TrajectoryStore
+    from envfarm.rollout.trajectory import Trajectory
+    from envfarm.tasks.loading import load
+
+    tasks = load(args.tasks)
+    if args.limit_tasks:
+        tasks = tasks[: args.limit_tasks]
+    cfg = farm_config(args)
+    episodes = args.episodes or 2 * args.envs
+    store = TrajectoryStore(Path(args.out) / cfg.run, manifest={
+        "config": {k: v for k, v in vars(args).items()}, "farm": cfg.__dict__, "task_source": args.tasks,
+        "n_tasks": len(tasks), "policy": cfg.policy, "episodes": episodes,
+    })
+    display = FarmDisplay(cfg, episodes, live=not args.no_live)
+    farm = EnvFarm(cfg, address=args.address)
+    started = time.time()
+    interrupted = False
+    try:
+        await farm.start()
+        await farm.prewarm(t.image for t in tasks)
+        async with display.running(farm):
+            async for record in farm.run(tasks, group_size=args.group_size, episodes=episodes):
+                store.write(Trajectory.from_dict(record))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        interrupted = True
+    finally:
+        cleanup = await asyncio.shield(farm.shutdown()) if farm.hosts else {}
+        store.close()
+    summary = display.summary(farm, time.time() - started, cleanup, store.run_dir, interrupted)
+    (store.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return 130 if interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.train:
+        from envfarm.train.cli import run_training
+
+        return run_training(args)
+    try:
+        return asyncio.run(run_farm(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""A simulated sandbox backend: Docker's latencies without Docker's containers.
+
+Why: the control plane (host actors, warm pools, admission control, the scheduler) must be
+driven at 20,000 concurrent environments, which no single machine can hold as containers. A
+SimSandbox sleeps for the time the real operation takes (medians measured on this project's
+machines, see docs/BENCHMARKS.md) with a log-normal spread, keeps files in memory, and answers
+every command with an empty output (files that commands would have made read as empty). `sim_grade` stands in for grading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, SandboxError, SandboxSpec
+
+_ids = itertools.count()
+SIM_PATCH = b"diff --git a/sim.py b/sim.py\n--- a/sim.py\n+++ b/sim.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    """Latency medians in seconds (measured with scripts/bench_sandbox.py) and failure odds."""
+
+    create_s: float = 0.34
+    close_s: float = 0.08
+    exec_s: float = 0.0005
+    grade_s: float = 1.8
+    spread: float = 0.25  # sigma of the log-normal around each median
+    resolve_rate: float = 0.5  # odds that sim grading says resolved
+    create_failure_rate: float = 0.0  # odds that a create fails (an infrastructure fault)
+    time_scale: float = 1.0  # multiply every latency (0 makes the backend instant)
+
+    def draw(self, median: float, rng: random.Random) -> float:
+        if self.time_scale == 0 or median == 0:
+            return 0.0
+        return median * self.time_scale * math.exp(rng.gauss(0.0, self.spread))
+
+
+class SimSandbox:
+    """Fulfils the Sandbox protocol with sleeps and an in-memory file system."""
+
+    simulated = True  # holds no repository: set-up checks that read one are skipped
+
+    def __init__(self, spec: SandboxSpec, profile: SimProfile, rng: random.Random) -> None:
+        self.spec = spec
+        self.profile = profile
+        self.id = f"sim-{next(_ids)}"
+        self._rng = rng
+        self._files: dict[str, bytes] = {}
+        self._closed = False
+        self.created_at = time.time()
+
+    @classmethod
+    async def create(cls, spec: SandboxSpec, profile: SimProfile | None = None,
+                     seed: int | None = None, **_: object) -> SimSandbox:
+        profile = profile or SimProfile()
+        rng = random.Random(seed)
+        await asyncio.sleep(profile.draw(profile.create_s, rng))
+        if profile.create_failure_rate and rng.random() < profile.create_failure_rate:
+            raise SandboxError("simulated create failure")
+        return cls(spec, profile, rng)
+
+    async def exec(self, cmd: str, timeout: float = 60.0,
+                   output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed")
+        seconds = self.profile.draw(self.profile.exec_s, self._rng)
+        await asyncio.sleep(seconds)
+        return ExecResult(output="", exit_code=0, seconds=seconds)
+
+    async def read_file(self, path: str) -> bytes:
+        """What was written, else what a command would have left: a patch file holds a one-line
+        change (so that episodes go on to grading), any other file is empty."""
+        if path in self._files:
+            return self._files[path]
+        return SIM_PATCH if path.endswith((".patch", ".diff")) else b""
+
+    async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        self._files[path] = data.encode() if isinstance(data, str) else data
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await asyncio.sleep(self.profile.draw(self.profile.close_s, self._rng))
+
+
+def sim_resolves(instance_id: str, attempt_key: str, rate: float) -> bool:
+    """Deterministic per (task, episode) so a retried episode gets the same verdict."""
+    h = hashlib.sha256(f"{instance_id}/{attempt_key}".encode()).digest()
+    return int.from_bytes(h[:4], "big") / 2**32 < rate
