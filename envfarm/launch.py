@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--command-timeout", type=float, default=120.0, help="seconds per command (default: 120)")
 
     out = ap.add_argument_group("output")
-    out.add_argument("--out", default="rollouts", help="folder for runs; each run gets a sub-folder (default: rollouts)")
+    out.add_argument("--out", default="rollouts",
+                     help="folder for runs; each run gets a sub-folder (default: rollouts)")
     out.add_argument("--run", default=None, help="run name (default: run-<date>-<time>-<random>)")
     out.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live display")
 

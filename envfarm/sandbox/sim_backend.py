@@ -4,7 +4,8 @@ Why: the control plane (host actors, warm pools, admission control, the schedule
 driven at 20,000 concurrent environments, which no single machine can hold as containers. A
 SimSandbox sleeps for the time the real operation takes (medians measured on this project's
 machines, see docs/BENCHMARKS.md) with a log-normal spread, keeps files in memory, and answers
-every command with an empty output (files that commands would have made read as empty). `sim_grade` stands in for grading.
+every command with an empty output (files that commands would have made read as empty).
+`envfarm.tasks.sim_grading` stands in for grading.
 """
 
 from __future__ import annotations
