@@ -20,9 +20,14 @@ ENV_ID = "envfarm/CodingEnv-v0"
 
 
 def register() -> None:
-    """Register CodingEnv with gymnasium (idempotent)."""
+    """Register CodingEnv with gymnasium (idempotent).
+
+    Registered as nondeterministic: `info` carries wall-clock timings and commands may print
+    times or pids, so two identical steps never return identical data. Seeded resets are
+    deterministic (the same seed draws the same task and the same first observation).
+    """
     if ENV_ID not in gymnasium.registry:
-        gymnasium.register(ENV_ID, entry_point="envfarm.env.coding_env:CodingEnv", nondeterministic=False)
+        gymnasium.register(ENV_ID, entry_point="envfarm.env.coding_env:CodingEnv", nondeterministic=True)
 
 
 register()
