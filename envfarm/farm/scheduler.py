@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import math
@@ -100,6 +101,10 @@ class EnvFarm:
         self.host_inflight: list[int] = []
         self.host_images: list[set[str]] = []
         self.host_down_until: list[float] = []
+        self.host_cfgs: list[HostConfig] = []
+        self.host_nodes: list[str] = []
+        self._checking: set[int] = set()
+        self.hosts_replaced = 0
         self.counters = FarmCounters()
         self.groups: dict[str, GroupState] = {}
         self._finished_ids: set[str] = set()
@@ -109,7 +114,6 @@ class EnvFarm:
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if not ray.is_initialized():
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False,
@@ -139,17 +143,58 @@ class EnvFarm:
                 cpus_per_sandbox=self.config.cpus_per_sandbox, memory_per_sandbox=self.config.memory_per_sandbox,
                 registry=self.config.registry,
             )
-            cls = make_host_actor_class(max_concurrency=n_slots * 2 + 16)
-            actor = cls.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
-                name=f"envfarm-{self.config.run}-host-{i}", lifetime=None,
-            ).remote(host_cfg)
-            self.hosts.append(actor)
+            self.hosts.append(self._spawn_host(host_cfg, node_id))
+            self.host_cfgs.append(host_cfg)
+            self.host_nodes.append(node_id)
             self.host_slots.append(n_slots)
             self.host_inflight.append(0)
             self.host_images.append(set())
             self.host_down_until.append(0.0)
         await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+
+    @staticmethod
+    def _spawn_host(host_cfg: HostConfig, node_id: str) -> Any:
+        """A host pinned to one node (hard affinity: soft affinity does not spread reliably)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        cls = make_host_actor_class(max_concurrency=host_cfg.slots * 2 + 16)
+        return cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(host_cfg)
+
+    async def _check_host(self, i: int, timeout: float = 15.0) -> None:
+        """After a failed call: if host i does not answer, replace it on the least-used live node.
+
+        Ray restarts a crashed host in place (max_restarts); a host whose node is gone cannot come
+        back there, so a new one with the same host id (it reaps what its predecessor left) is
+        started elsewhere, and the farm keeps its slots.
+        """
+        import ray
+
+        if i in self._checking:
+            return
+        self._checking.add(i)
+        try:
+            try:
+                await asyncio.wait_for(self.hosts[i].ping.remote(), timeout)
+                self.host_down_until[i] = 0.0
+                return
+            except Exception:  # noqa: BLE001 - dead, unreachable or restarting: replace it
+                pass
+            alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+            if not alive:
+                return
+            load = {n: sum(1 for j, hn in enumerate(self.host_nodes) if hn == n and j != i) for n in alive}
+            node = min(alive, key=lambda n: load[n])
+            with contextlib.suppress(Exception):
+                ray.kill(self.hosts[i], no_restart=True)
+            self.hosts[i] = self._spawn_host(self.host_cfgs[i], node)
+            self.host_nodes[i] = node
+            self.host_images[i] = set()
+            self.hosts_replaced += 1
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.hosts[i].ping.remote(), 60)
+            self.host_down_until[i] = 0.0
+        finally:
+            self._checking.discard(i)
 
     def max_sandbox_lifetime_s(self) -> float:
         """Agent time plus grading time plus margin: no reaper may remove a sandbox younger than this."""
@@ -283,7 +328,8 @@ class EnvFarm:
         if isinstance(result, BaseException):
             if isinstance(result, (KeyboardInterrupt, asyncio.CancelledError)):
                 raise result
-            self.host_down_until[host] = time.time() + 2.0
+            self.host_down_until[host] = time.time() + 30.0
+            asyncio.get_running_loop().create_task(self._check_host(host))
             record = {"episode_id": ep.episode_id, "group_id": ep.group_id, "instance_id": ep.task.instance_id,
                       "repo": ep.task.repo, "attempt": ep.attempt, "reward": None, "resolved": False,
                       "end_reason": "host_lost", "error_kind": "infrastructure",
