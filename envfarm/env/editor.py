@@ -8,6 +8,7 @@ edit says why and what to do instead.
 
 from __future__ import annotations
 
+import base64
 import posixpath
 import shlex
 from pathlib import Path
@@ -31,13 +32,30 @@ class FileIO(Protocol):
 
 
 class SandboxFileIO:
-    """Files in a sandbox: content through the archive API, never through argv."""
+    """Files in a sandbox: writes through `write_file` (never argv), reads through the shell session.
+
+    Reading as base64 over the persistent shell costs a few milliseconds; the archive API that
+    `read_file` uses costs tens (measured by scripts/bench_env.py), and an agent views files often.
+    """
+
+    MAX_READ = 32 << 20
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
 
     async def read(self, path: str) -> bytes:
-        return await self.sandbox.read_file(path)
+        q = shlex.quote(path)
+        res = await self.sandbox.exec(f"if [ -d {q} ]; then echo DIR; elif [ -f {q} ]; then echo FILE; "
+                                      f"base64 -w0 -- {q}; else echo MISSING; fi", timeout=60,
+                                      output_limit=self.MAX_READ)
+        kind, _, body = res.output.partition("\n")
+        if kind == "DIR":
+            raise IsADirectoryError(path)
+        if kind != "FILE" or res.truncated or not res.ok:
+            if kind == "FILE":
+                return await self.sandbox.read_file(path)  # too big for one answer: the archive API
+            raise FileNotFoundError(path)
+        return base64.b64decode(body.strip())
 
     async def write(self, path: str, data: bytes) -> None:
         await self.sandbox.write_file(path, data)
