@@ -10,22 +10,41 @@ from envfarm.farm.pool import WarmPool
 from envfarm.farm.pooled import pool_factory
 from envfarm.policy.base import Policy
 from envfarm.rollout.episode import run_episode
+from envfarm.sandbox.base import Sandbox, SandboxSpec
 from envfarm.tasks.schema import Task
 
 
 async def run_farm_episode(task_row: dict[str, Any], *, episode_id: str, group_id: str, attempt: int,
                            pool: WarmPool, policy: Policy, grader: Callable[..., Awaitable[Any]],
                            env_config: dict[str, Any], run: str,
-                           ensure_image: Callable[[str], Awaitable[Any]]) -> dict[str, Any]:
-    """Run one episode; the agent's and the grader's sandboxes both come from the warm pool."""
+                           ensure_image: Callable[[str], Awaitable[Any]],
+                           on_running: Callable[[int], None] = lambda delta: None) -> dict[str, Any]:
+    """Run one episode; the agent's and the grader's sandboxes both come from the warm pool.
+
+    `on_running(+1)` is called once the agent has its sandbox, `on_running(-1)` when the episode
+    ends: the host counts environments that are really running, not episodes waiting for one.
+    """
     task = Task.parse(task_row, where=f"episode {episode_id}")
     await ensure_image(task.image)
+    from_pool = pool_factory(pool)
+    running = False
+
+    async def factory(spec: SandboxSpec, task_id: str) -> Sandbox:
+        nonlocal running
+        sandbox = await from_pool(spec, task_id)
+        if not running:
+            running = True
+            on_running(1)
+        return sandbox
+
     env = CodingEnv(tasks=[task], config=EnvConfig(**{**env_config, "run": run}),
-                    sandbox_factory=pool_factory(pool), grader=grader)
+                    sandbox_factory=factory, grader=grader)
     try:
         trajectory = await run_episode(env, policy, task)
     finally:
         await env.aclose()
+        if running:
+            on_running(-1)
     record = trajectory.to_dict()
     record.update({"episode_id": episode_id, "group_id": group_id, "attempt": attempt})
     return record

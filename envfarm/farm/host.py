@@ -48,18 +48,21 @@ class HostConfig:
 class EnvHostImpl:
     """The actor's logic, kept free of Ray so it can be tested and benchmarked directly."""
 
-    def __init__(self, config: HostConfig) -> None:
+    def __init__(self, config: HostConfig, policy: Any = None) -> None:
+        """`policy`: an object to use instead of building one from `config.policy` (in-process
+        farms, e.g. a trainer whose model generates in its own process)."""
         self.config = config
         self.node = _node_id()
         self.pid = os.getpid()
         self.started_at = time.time()
         self.episodes_done = 0
         self.episodes_failed = 0
-        self.running = 0
+        self.running = 0  # episodes in progress on this host
+        self.envs_running = 0  # of which the agent has its sandbox
         self.images_ready: set[str] = set()
         self._image_locks: dict[str, asyncio.Lock] = {}
         self._pool: WarmPool | None = None
-        self._policy = None
+        self._policy = policy
         self._grader = None
         self._metrics = None
         self._reaped_at_start = self._reap_predecessor()
@@ -163,7 +166,7 @@ class EnvHostImpl:
             record = await run_farm_episode(
                 task_row, episode_id=episode_id, group_id=group_id, attempt=attempt, pool=pool,
                 policy=self._policy_for(), grader=self._grader_for(), env_config=self.config.env_config,
-                run=self.config.run, ensure_image=self.ensure_image,
+                run=self.config.run, ensure_image=self.ensure_image, on_running=self._count_running,
             )
         except ImageMissingError as exc:
             record = _failure_record(task_row, episode_id, group_id, attempt, "image_missing", str(exc))
@@ -183,16 +186,19 @@ class EnvHostImpl:
             self._metrics.episode(record, pool.stats())
         return record
 
+    def _count_running(self, delta: int) -> None:
+        self.envs_running += delta
+
     # -- state ---------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         pool_stats = self._pool.stats() if self._pool else {}
         acquire = sorted(self._pool.acquire_seconds) if self._pool else []
         return {
             "host_id": self.config.host_id, "node": self.node, "pid": self.pid,
-            "slots": self.config.slots, "running": self.running,
+            "slots": self.config.slots, "running": self.running, "envs_running": self.envs_running,
             "episodes_done": self.episodes_done, "episodes_failed": self.episodes_failed,
             "images": sorted(self.images_ready), "reaped_at_start": self._reaped_at_start,
-            "rss_bytes": _rss_bytes(), "open_files": _open_files(),
+            "rss_bytes": _rss_bytes(), "pss_bytes": _pss_bytes(), "open_files": _open_files(),
             "acquire_p50_s": acquire[len(acquire) // 2] if acquire else None,
             "acquire_p99_s": acquire[int(len(acquire) * 0.99)] if acquire else None,
             **pool_stats,
@@ -237,6 +243,18 @@ def _rss_bytes() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+def _pss_bytes() -> int:
+    """Proportional set size: shared library pages split among the processes that map them."""
+    try:
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _open_files() -> int:

@@ -79,6 +79,11 @@ class Trajectory(BaseModel):
     grade: dict[str, Any] | None = None  # GradeResult.to_dict()
     patch: str = ""
     timings: Timings = Field(default_factory=Timings)
+    # set by the farm: the GRPO group, which try this was, where it ran
+    group_id: str = ""
+    attempt: int = 0
+    retries: int = 0
+    farm: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def masked(self) -> bool:
