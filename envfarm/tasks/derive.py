@@ -7,6 +7,7 @@ fail with the bug (FAIL_TO_PASS >= 1), others still pass (PASS_TO_PASS >= 1), an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT, TestStatus
@@ -38,6 +39,17 @@ class Rejected(Exception):
     """The candidate is not a usable task; the message says why."""
 
 
+# Writes the problem statement from the buggy sandbox: (sandbox, project, FAIL_TO_PASS, bug patch)
+# -> the statement, or None when no clear failure can be shown.
+Describe = Callable[[Sandbox, Project, list[str], str], Awaitable["str | None"]]
+
+
+def _fail_pass(clean: dict[str, str], buggy: dict[str, str]) -> tuple[list[str], list[str]]:
+    f2p = sorted(t for t, s in clean.items() if s in PASSING and buggy.get(t) not in PASSING)
+    p2p = sorted(t for t, s in clean.items() if s in PASSING and buggy.get(t) in PASSING)
+    return f2p, p2p
+
+
 async def run_tests(sandbox: Sandbox, project: Project, timeout: float = 300) -> dict[str, str]:
     """The project's test suite in the sandbox's current state, parsed by swebench's parser."""
     env = " ".join(f"{k}={v}" for k, v in project.env.items())
@@ -59,12 +71,22 @@ async def diff_against_clean(sandbox: Sandbox, path: str, new_source: str) -> st
 
 
 async def derive_task(candidate: Candidate, project: Project, sandbox_factory: SandboxFactory,
-                      clean_results: dict[str, str] | None = None, check_runs: int = 2) -> Task:
-    """Validate one candidate in sandboxes and return the task, or raise Rejected."""
+                      clean_results: dict[str, str] | None = None, check_runs: int = 2,
+                      describe: Describe | None = None, test_timeout: float = 300,
+                      check_empty: bool = True) -> Task:
+    """Validate one candidate in sandboxes and return the task, or raise Rejected.
+
+    The first run on the buggy code already decides most rejections (no test fails), so the
+    check runs stop there. With `describe` and an empty `candidate.problem_statement`, the
+    statement is written from the buggy sandbox while it is still open. `test_timeout` bounds
+    each run (a bug can make the suite loop forever). `check_empty=False` skips grading the empty
+    patch, whose outcome the check runs on the same buggy code have already shown.
+    """
     sandbox = await sandbox_factory(SandboxSpec(image=project.image), candidate.instance_id)
+    statement = candidate.problem_statement
     try:
         if clean_results is None:
-            clean_results = await run_tests(sandbox, project)
+            clean_results = await run_tests(sandbox, project, timeout=test_timeout)
         bug_patch = await diff_against_clean(sandbox, candidate.path, candidate.buggy_source)
         if not bug_patch.strip():
             raise Rejected("the change is empty")
@@ -72,21 +94,25 @@ async def derive_task(candidate: Candidate, project: Project, sandbox_factory: S
                                   output_limit=8 << 20)
         await sandbox.exec(f"cd /testbed && git checkout -q -- {candidate.path}", timeout=60)
         base_commit = await commit_bug(sandbox, bug_patch)
-        runs = [await run_tests(sandbox, project) for _ in range(check_runs)]
+        runs = []
+        for _ in range(check_runs):
+            runs.append(await run_tests(sandbox, project, timeout=test_timeout))
+            f2p, p2p = _fail_pass(clean_results, runs[0])
+            if not f2p:
+                raise Rejected("no test fails with the bug")
+            if not p2p:
+                raise Rejected("no test still passes with the bug")
+            if runs[-1] != runs[0]:
+                raise Rejected("flaky: two runs of the tests on the buggy code disagree")
+        if not statement and describe is not None:
+            statement = await describe(sandbox, project, f2p, bug_patch) or ""
     finally:
         await sandbox.close()
-    if any(r != runs[0] for r in runs[1:]):
-        raise Rejected("flaky: two runs of the tests on the buggy code disagree")
-    buggy = runs[0]
-    f2p = sorted(t for t, s in clean_results.items() if s in PASSING and buggy.get(t) not in PASSING)
-    p2p = sorted(t for t, s in clean_results.items() if s in PASSING and buggy.get(t) in PASSING)
-    if not f2p:
-        raise Rejected("no test fails with the bug")
-    if not p2p:
-        raise Rejected("no test still passes with the bug")
+    if not statement:
+        raise Rejected("no problem statement: no failing test shows a clear error")
     task = Task(
         instance_id=candidate.instance_id, repo=project.name, version=project.version,
-        base_commit=base_commit, problem_statement=candidate.problem_statement,
+        base_commit=base_commit, problem_statement=statement,
         patch=gold.output if gold.output.endswith("\n") else gold.output + "\n", test_patch="",
         FAIL_TO_PASS=f2p, PASS_TO_PASS=p2p, image=project.image,
         eval_script=make_eval_script(base_commit, list(project.test_files), project.test_cmd,
@@ -94,8 +120,8 @@ async def derive_task(candidate: Candidate, project: Project, sandbox_factory: S
         log_parser=LOG_PARSER, eval_type="pass_and_fail", bug_patch=bug_patch,
         test_files=list(project.test_files), **({"envfarm_meta": candidate.meta} if candidate.meta else {}),
     )
-    for patch, want in ((task.patch, True), ("", False)):
-        verdict = await grade(task, patch, sandbox_factory)
+    for patch, want in ((task.patch, True), ("", False))[:2 if check_empty else 1]:
+        verdict = await grade(task, patch, sandbox_factory, timeout=test_timeout + 60)
         if verdict.error_kind or verdict.resolved != want:
             raise Rejected(f"{'gold' if want else 'empty'} patch graded {verdict.status} "
                            f"({verdict.error_kind or 'no error'}: {verdict.error})")

@@ -1,0 +1,145 @@
+"""Validate mutants in parallel sandboxes and collect the accepted ones as tasks, resumably.
+
+Every finished candidate, accepted or rejected (with the reason), is appended to a JSONL state
+file as soon as it finishes, so an interrupted run resumes without redoing any of them. At most
+`workers` sandboxes run at once across all projects (one asyncio semaphore); each project stops
+launching candidates once it has enough accepted tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envfarm.sandbox.images import Project, read_file_from_image
+from envfarm.tasks.derive import Candidate, Rejected, derive_task
+from envfarm.tasks.grading import SandboxFactory
+from envfarm.tasks.schema import Task
+from envfarm.tasks.synth.baseline import Baseline, project_sources
+from envfarm.tasks.synth.generate import Mutant, mutants_of_file, order
+from envfarm.tasks.synth.statement import describe
+
+
+class StateFile:
+    """Append-only record of finished candidates: {instance_id, project, status, reason, task?}."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by an interruption: that candidate is redone
+                    self.records[rec["instance_id"]] = rec
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records[record["instance_id"]] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class ProjectRun:
+    """One project's candidates in seeded order and its progress."""
+
+    project: Project
+    mutants: list[Mutant]
+    baseline: Baseline
+    target: int
+    max_candidates: int
+    accepted: int = 0
+    tried: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.accepted >= self.target
+
+
+def candidates_for(project: Project, baseline: Baseline, seed: int) -> list[Mutant]:
+    """All valid mutants in functions the suite executes, in the seed's order."""
+    mutants: list[Mutant] = []
+    for path in project_sources(project.name):
+        text = read_file_from_image(project.image, f"/testbed/{path}")
+        mutants += mutants_of_file(project.name, path, text, baseline.covered_lines(path))
+    return order(mutants, seed)
+
+
+def _reason_key(reason: str) -> str:
+    return reason.split(":")[0].split(" (")[0][:60]
+
+
+async def validate_one(run: ProjectRun, mutant: Mutant, state: StateFile, factory: SandboxFactory,
+                       sem: asyncio.Semaphore, on_done: Callable[[ProjectRun], None]) -> None:
+    async with sem:
+        if run.done:
+            return
+        started = time.perf_counter()
+        cand = Candidate(mutant.instance_id, mutant.path, mutant.source, "", meta=mutant.meta)
+        timeout = max(60.0, 10 * run.baseline.seconds)
+        record: dict[str, Any] = {"instance_id": mutant.instance_id, "project": run.project.name,
+                                  "kind": mutant.kind}
+        try:
+            task = await derive_task(cand, run.project, factory, clean_results=run.baseline.clean,
+                                     describe=describe, test_timeout=timeout, check_empty=False)
+            record.update(status="accepted", reason="", task=task.model_dump())
+        except Rejected as exc:
+            record.update(status="rejected", reason=str(exc)[:300])
+        except Exception as exc:  # noqa: BLE001 - an infrastructure fault is recorded, not fatal
+            record.update(status="error", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
+        record["seconds"] = round(time.perf_counter() - started, 2)
+    if record["status"] != "error":
+        state.add(record)  # errors are not recorded: a resumed run retries them
+    count(run, record)
+    on_done(run)
+
+
+def count(run: ProjectRun, record: dict[str, Any]) -> None:
+    run.tried += 1
+    if record["status"] == "accepted":
+        run.accepted += 1
+    else:
+        key = _reason_key(record["reason"])
+        run.reasons[key] = run.reasons.get(key, 0) + 1
+
+
+async def drive(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem: asyncio.Semaphore,
+                on_done: Callable[[ProjectRun], None]) -> None:
+    """Launch the project's candidates in order until it has `target` accepted tasks."""
+    pending: set[asyncio.Task] = set()
+    for mutant in run.mutants[:run.max_candidates]:
+        if run.done:
+            break
+        rec = state.records.get(mutant.instance_id)
+        if rec is not None:
+            count(run, rec)
+            on_done(run)
+            continue
+        while pending and run.accepted + len(pending) >= run.target:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if run.done:
+            break
+        pending.add(asyncio.create_task(validate_one(run, mutant, state, factory, sem, on_done)))
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def accepted_tasks(run: ProjectRun, state: StateFile) -> list[Task]:
+    """The first `target` accepted tasks in candidate order (the suite's deterministic order)."""
+    out = []
+    for mutant in run.mutants:
+        rec = state.records.get(mutant.instance_id)
+        if rec and rec["status"] == "accepted":
+            out.append(Task.parse(rec["task"], where=str(state.path)))
+        if len(out) >= run.target:
+            break
+    return out

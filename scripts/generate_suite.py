@@ -1,0 +1,99 @@
+"""Rebuild envfarm's builtin task suite from scratch: mutate real functions, validate in sandboxes.
+
+    python scripts/generate_suite.py                           # every project, 36 tasks each (20 for more-itertools)
+    python scripts/generate_suite.py --projects parse toolz --per-project 10 --workers 2
+    python scripts/generate_suite.py --fresh                   # forget finished candidates
+
+Interrupt it at any time: finished candidates are in the state file and a rerun with the same
+seed skips them. Writes envfarm/tasks/builtin/<project>.jsonl and docs/TASKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox
+from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
+from envfarm.tasks.loading import BUILTIN_DIR
+from envfarm.tasks.synth.baseline import load_or_compute
+from envfarm.tasks.synth.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive
+from envfarm.tasks.synth.summary import write_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = "python scripts/generate_suite.py --per-project 36 --seed 0 --workers 2"
+
+
+async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
+    return await DockerSandbox.create(spec, run="suite", task=task_id)
+
+
+async def run(args: argparse.Namespace) -> int:
+    projects = load_projects()
+    names = args.projects or [n for n in sorted(projects) if n not in args.skip]
+    state_dir = Path(args.state_dir)
+    state = StateFile(state_dir / f"seed{args.seed}.state.jsonl")
+    sem = asyncio.Semaphore(args.workers)
+    runs: list[ProjectRun] = []
+    for name in names:
+        project = projects[name]
+        build_repo(project)
+        async with sem:
+            baseline = await load_or_compute(project, factory, state_dir)
+        passing = sum(s == "PASSED" for s in baseline.clean.values())
+        mutants = candidates_for(project, baseline, args.seed)
+        print(f"{name}: {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
+              file=sys.stderr)
+        target = dict(c.split("=") for c in args.cap).get(name, args.per_project)
+        runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates))
+    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False) as progress:
+        bars = {r.project.name: progress.add_task(r.project.name, total=r.target, info="") for r in runs}
+
+        def on_done(r: ProjectRun) -> None:
+            progress.update(bars[r.project.name], completed=min(r.accepted, r.target),
+                            info=f"tried {r.tried}")
+
+        await asyncio.gather(*(drive(r, state, factory, sem, on_done) for r in runs))
+    out_dir = Path(args.out)
+    total = 0
+    for r in runs:
+        tasks = accepted_tasks(r, state)
+        total += len(tasks)
+        (out_dir / f"{r.project.name}.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in tasks))
+        top = ", ".join(f"{k} {n}" for k, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:4])
+        print(f"{r.project.name}: {len(tasks)} tasks from {r.tried} candidates (rejected: {top})", file=sys.stderr)
+    if args.summary:
+        write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
+    print(f"{total} tasks written to {out_dir}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--projects", nargs="*", help="projects from images/projects.toml (default: all)")
+    parser.add_argument("--skip", nargs="*", default=[], help="projects to leave out")
+    parser.add_argument("--per-project", type=int, default=36, help="validated tasks to keep per project")
+    parser.add_argument("--cap", nargs="*", default=["more-itertools=20"],
+                        help="NAME=N: fewer tasks for projects with slow suites")
+    parser.add_argument("--max-candidates", type=int, default=400, help="candidates to try per project at most")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="sandboxes validating at once")
+    parser.add_argument("--state-dir", default=str(CACHE_DIR / "suite"), help="where finished candidates are kept")
+    parser.add_argument("--fresh", action="store_true", help="forget finished candidates (and baselines) first")
+    parser.add_argument("--out", default=str(BUILTIN_DIR))
+    parser.add_argument("--no-summary", dest="summary", action="store_false", help="do not rewrite docs/TASKS.md")
+    args = parser.parse_args(argv)
+    if args.fresh:
+        for f in Path(args.state_dir).glob("*.json*"):
+            f.unlink()
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
