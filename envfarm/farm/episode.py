@@ -14,7 +14,7 @@ from envfarm.sandbox.base import Sandbox, SandboxSpec
 from envfarm.tasks.schema import Task
 
 
-async def run_farm_episode(task_row: dict[str, Any], *, episode_id: str, group_id: str, attempt: int,
+async def run_farm_episode(task: Task, *, episode_id: str, group_id: str, attempt: int,
                            pool: WarmPool, policy: Policy, grader: Callable[..., Awaitable[Any]],
                            env_config: dict[str, Any], run: str,
                            ensure_image: Callable[[str], Awaitable[Any]],
@@ -24,7 +24,6 @@ async def run_farm_episode(task_row: dict[str, Any], *, episode_id: str, group_i
     `on_running(+1)` is called once the agent has its sandbox, `on_running(-1)` when the episode
     ends: the host counts environments that are really running, not episodes waiting for one.
     """
-    task = Task.parse(task_row, where=f"episode {episode_id}")
     await ensure_image(task.image)
     from_pool = pool_factory(pool)
     running = False

@@ -63,6 +63,7 @@ class EnvHostImpl:
         self._image_locks: dict[str, asyncio.Lock] = {}
         self._pool: WarmPool | None = None
         self._policy = policy
+        self._tasks: dict[str, Any] = {}  # instance id -> Task, parsed once per host
         self._grader = None
         self._metrics = None
         self._reaped_at_start = self._reap_predecessor()
@@ -154,17 +155,30 @@ class EnvHostImpl:
             pool.prewarm(image)
 
     # -- episodes -------------------------------------------------------------------------------
-    async def run_episode(self, task_row: dict[str, Any], episode_id: str, group_id: str,
+    async def run_episode(self, task_row: dict[str, Any] | str, episode_id: str, group_id: str,
                           attempt: int) -> dict[str, Any]:
-        """Run one episode end to end; infrastructure faults come back as error_kind, not raised."""
-        from envfarm.farm.episode import run_farm_episode
+        """Run one episode end to end; infrastructure faults come back as error_kind, not raised.
 
+        `task_row` is the task's row the first time this host sees the task and its instance id
+        after that: a row can hold thousands of test names, and is parsed and shipped once.
+        """
+        from envfarm.farm.episode import run_farm_episode
+        from envfarm.tasks.schema import Task
+
+        if isinstance(task_row, str):
+            task = self._tasks.get(task_row)
+            if task is None:  # this host restarted and lost its cache: the driver resends the row
+                return _failure_record({"instance_id": task_row}, episode_id, group_id, attempt, "task_unknown",
+                                       "this host does not know the task yet")
+        else:
+            task = self._tasks[task_row["instance_id"]] = Task.parse(task_row, where=f"episode {episode_id}")
+        task_row = {"instance_id": task.instance_id, "repo": task.repo}
         pool = self._ensure_started()
         self.running += 1
         started = time.time()
         try:
             record = await run_farm_episode(
-                task_row, episode_id=episode_id, group_id=group_id, attempt=attempt, pool=pool,
+                task, episode_id=episode_id, group_id=group_id, attempt=attempt, pool=pool,
                 policy=self._policy_for(), grader=self._grader_for(), env_config=self.config.env_config,
                 run=self.config.run, ensure_image=self.ensure_image, on_running=self._count_running,
             )

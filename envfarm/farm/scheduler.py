@@ -102,6 +102,7 @@ class EnvFarm:
         self.host_images: list[set[str]] = []
         self.host_down_until: list[float] = []
         self.host_cfgs: list[HostConfig] = []
+        self.host_tasks: list[set[str]] = []  # task ids whose rows each host has cached
         self.host_nodes: list[str] = []
         self._checking: set[int] = set()
         self.hosts_replaced = 0
@@ -150,6 +151,7 @@ class EnvFarm:
             self.host_inflight.append(0)
             self.host_images.append(set())
             self.host_down_until.append(0.0)
+            self.host_tasks.append(set())
         await asyncio.gather(*(h.ping.remote() for h in self.hosts))
 
     @staticmethod
@@ -189,6 +191,7 @@ class EnvFarm:
             self.hosts[i] = self._spawn_host(self.host_cfgs[i], node)
             self.host_nodes[i] = node
             self.host_images[i] = set()
+            self.host_tasks[i] = set()
             self.hosts_replaced += 1
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.hosts[i].ping.remote(), 60)
@@ -284,7 +287,12 @@ class EnvFarm:
         rows: dict[str, dict[str, Any]] = {}
 
         async def call(ep: Episode, host: int) -> None:
-            row = rows.setdefault(ep.task.instance_id, ep.task.model_dump())
+            tid = ep.task.instance_id
+            if tid in self.host_tasks[host]:
+                row: dict[str, Any] | str = tid
+            else:  # first time on this host: ship the row (hosts cache parsed tasks by id)
+                row = rows.setdefault(tid, ep.task.model_dump())
+                self.host_tasks[host].add(tid)
             try:
                 result: dict[str, Any] | BaseException = await self.hosts[host].run_episode.remote(
                     row, ep.episode_id, ep.group_id, ep.attempt)
@@ -336,6 +344,10 @@ class EnvFarm:
                       "error": f"host {host} failed: {result.__class__.__name__}: {str(result)[:500]}"}
         else:
             record = result
+            if record.get("error_kind") == "task_unknown":  # the host restarted: resend the row
+                self.host_tasks[host].clear()
+                pending.appendleft(ep)
+                return None
             if record.get("error_kind") == "image_missing" and (host, ep.task.image) not in self._shipped:
                 self._shipped.add((host, ep.task.image))
                 if await self._ship_image(host, ep.task.image):
