@@ -1,0 +1,40 @@
+"""TrainConfig: what a GRPO run on the farm needs beyond TRL's own GRPOConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RewardWeights:
+    """Weights of the reward terms; a term with weight 0 is not computed at all.
+
+    `resolved` is the verdict of the tests (1/0). Shaping terms: `fail_to_pass` is the fraction of
+    FAIL_TO_PASS tests the patch makes pass (partial credit on multi-test bugs), `format` the
+    fraction of turns whose action parsed as a tool call (a weak model's first lesson).
+    """
+
+    resolved: float = 1.0
+    fail_to_pass: float = 0.0
+    format: float = 0.0
+
+    def active(self) -> dict[str, float]:
+        return {name: w for name, w in vars(self).items() if w}
+
+
+@dataclass
+class TrainConfig:
+    """The farm side of training: episodes, rewards, masking, generation limits."""
+
+    num_generations: int = 4
+    max_completion_length: int = 2048  # tokens of a whole multi-turn completion (prompt excluded)
+    max_new_tokens: int = 512  # per model turn
+    temperature: float = 1.0
+    env_config: dict[str, Any] = field(default_factory=dict)  # EnvConfig fields (max_turns, timeouts, ...)
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+    max_masked_fraction: float = 0.5  # a group with more masked episodes than this is dropped whole
+    max_retries: int = 1  # infrastructure failures are retried this many times before they are masked
+    envs: int = 8  # episodes running at once
+    demos_per_group: int = 0  # episodes per group played by a guide (gold patch) and scored by the model
+    run: str = "train"

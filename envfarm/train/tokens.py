@@ -1,0 +1,127 @@
+"""One episode record -> one GRPO row, token in, token out, and the check that it is exact.
+
+The row's `completion_ids` is the whole multi-turn trajectory after the first prompt: each
+turn's generated ids (env_mask 1) followed by the ids that entered the context before the next
+turn (env_mask 0: the tool outputs as the chat template renders them, plus an end-of-turn token
+the policy closed a length-cut turn with). Ids come from the episode's per-turn record, never
+from re-tokenised text. `check_row` verifies segment by segment that the row is exactly the
+generated ids plus the tool tokens, re-deriving the tool tokens from the recorded messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Segment:
+    start: int
+    ids: list[int]
+    generated: bool  # env_mask 1
+
+
+@dataclass
+class Row:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+    logprobs: list[float]
+    segments: list[Segment] = field(default_factory=list)
+    truncated_tokens: int = 0  # cut off beyond max_completion_length
+    has_tokens: bool = True
+
+
+def placeholder_row(pad_id: int, eos_id: int) -> Row:
+    """A row for an episode with no tokens (it failed before the model spoke): nothing to train on."""
+    return Row([pad_id], [eos_id], [0], [0.0], has_tokens=False)
+
+
+def token_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The turns that carry tokens: all of them, less a last turn cut by the time limit before it spoke."""
+    turns = list(record.get("turns") or [])
+    while turns and (turns[-1].get("completion_ids") is None or turns[-1].get("context_ids") is None):
+        turns.pop()
+    if any(t.get("completion_ids") is None or t.get("context_ids") is None for t in turns):
+        return []  # a backend that gave no ids for some turn: nothing exact to train on
+    return turns
+
+
+def build_row(record: dict[str, Any], max_completion_length: int, pad_id: int, eos_id: int) -> Row:
+    turns = token_turns(record)
+    if not turns:
+        return placeholder_row(pad_id, eos_id)
+    if any(t.get("prefix_consistent") is False for t in turns):
+        raise TokenMismatch(f"{record.get('episode_id')}: a turn's prompt did not extend the previous context")
+    row = Row(prompt_ids=list(turns[0]["context_ids"]), completion_ids=[], env_mask=[], logprobs=[])
+    for i, turn in enumerate(turns):
+        if i:
+            _append(row, list(turn["context_ids"]), generated=False, logprobs=None)
+        _append(row, list(turn["completion_ids"]), generated=True, logprobs=turn.get("logprobs"))
+    if len(row.completion_ids) > max_completion_length:
+        row.truncated_tokens = len(row.completion_ids) - max_completion_length
+        for name in ("completion_ids", "env_mask", "logprobs"):
+            setattr(row, name, getattr(row, name)[:max_completion_length])
+    if not row.completion_ids:  # an empty first completion and nothing after it
+        row.completion_ids, row.env_mask, row.logprobs = [eos_id], [0], [0.0]
+    return row
+
+
+def _append(row: Row, ids: list[int], generated: bool, logprobs: list[float] | None) -> None:
+    row.segments.append(Segment(len(row.completion_ids), ids, generated))
+    row.completion_ids += ids
+    row.env_mask += [int(generated)] * len(ids)
+    if generated and logprobs is not None and len(logprobs) == len(ids):
+        row.logprobs += [float(x) for x in logprobs]
+    else:
+        row.logprobs += [0.0] * len(ids)
+
+
+class TokenMismatch(ValueError):
+    """The tokens to train on are not exactly the generated tokens plus the tool tokens."""
+
+
+def check_row(record: dict[str, Any], row: Row, encoder: Any | None = None,
+              tools: list[dict[str, Any]] | None = None) -> None:
+    """Raise TokenMismatch unless every segment of `row` is what the episode generated or saw.
+
+    Generated segments must equal each turn's completion ids; tool segments must equal the
+    tokens of the tool messages as `encoder.encode_tool_turn` renders them (after the
+    end-of-turn token the policy added to a turn cut at its length limit). Without an encoder
+    only the generated segments and the mask are checked.
+    """
+    if not row.has_tokens:
+        return
+    turns = token_turns(record)
+    n = len(row.completion_ids)
+    if not (len(row.env_mask) == len(row.logprobs) == n):
+        raise TokenMismatch("completion_ids, env_mask and logprobs differ in length")
+    assistants = [i for i, m in enumerate(record.get("messages") or []) if m.get("role") == "assistant"]
+    k = 0
+    for t, turn in enumerate(turns):
+        if t:
+            expected = list(turn["context_ids"])
+            if encoder is not None and len(assistants) > t:
+                messages = record["messages"]
+                tool_ids = encoder.encode_tool_turn(messages[: assistants[t - 1] + 1], messages[: assistants[t]],
+                                                    tools)
+                closed = [] if turns[t - 1].get("finish_reason") == "stop" else [encoder.eos_id]
+                if expected != closed + tool_ids:
+                    raise TokenMismatch(f"turn {t}: the context segment is not the tool output's tokens")
+            _check_segment(row, k, expected, 0, f"turn {t} tool output")
+            k += 1
+        _check_segment(row, k, list(turn["completion_ids"]), 1, f"turn {t} generation")
+        k += 1
+    if k != len(row.segments):
+        raise TokenMismatch("the row has segments no turn accounts for")
+
+
+def _check_segment(row: Row, k: int, expected: list[int], mask: int, what: str) -> None:
+    seg = row.segments[k]
+    if seg.ids != expected or seg.generated != bool(mask):
+        raise TokenMismatch(f"{what}: the row's segment differs from the episode's tokens")
+    end = min(seg.start + len(seg.ids), len(row.completion_ids))
+    if row.completion_ids[seg.start:end] != seg.ids[: end - seg.start]:
+        raise TokenMismatch(f"{what}: the row's ids differ from the segment")
+    if any(m != mask for m in row.env_mask[seg.start:end]):
+        raise TokenMismatch(f"{what}: env_mask is not {mask} on every token")
