@@ -1,9 +1,11 @@
 """Enumerate and pick mutants of a project's real functions, deterministically for a seed.
 
-Every mutation site of every kind in every function is enumerated, invalid or no-op mutants are
-dropped (the file must compile and its AST must change), and the rest are ordered by a seeded
+Every mutation site of every kind in every function is enumerated cheaply (edits only) and
+ordered by a seeded
 shuffle that interleaves kinds round-robin and takes at most one mutant per (function, kind),
 so a suite covers many functions and every kind instead of piling up on one long function.
+Whether a mutant compiles and really changes the AST is checked only when it is about to be
+validated (`Mutant.check`): compiling every mutant of a large file up front takes minutes.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import ast
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
-from envfarm.tasks.synth.edits import Source
+from envfarm.tasks.synth.edits import Edit, Source
 from envfarm.tasks.synth.mutations import KINDS
 
 
 @dataclass(frozen=True)
 class Mutant:
-    """A mutated file: the bug as a whole new file text, and where it is (metadata only)."""
+    """A proposed bug: edits to one file of a project, and where it is (metadata only).
+
+    The mutated text is made on demand from the shared original, so enumerating thousands of
+    mutants of a large file costs little memory; `check()` compiles it, also on demand.
+    """
 
     instance_id: str
     project: str
@@ -28,12 +35,32 @@ class Mutant:
     function: str
     kind: str
     lineno: int
-    source: str
+    edits: tuple[Edit, ...]
+    original: Source = field(repr=False, compare=False)
+
+    @property
+    def source(self) -> str:
+        return self.original.apply(list(self.edits))
 
     @property
     def meta(self) -> dict[str, object]:
         return {"generator": "envfarm.tasks.synth", "kind": self.kind, "path": self.path,
                 "function": self.function, "line": self.lineno}
+
+    def check(self) -> bool:
+        """The mutated file compiles and its AST differs from the original's (not a no-op)."""
+        try:
+            new = self.source
+            tree = ast.parse(new, self.path)
+            compile(tree, self.path, "exec")
+        except (SyntaxError, ValueError, UnicodeDecodeError):
+            return False
+        return ast.dump(tree) != _dump(self.original.text)
+
+
+@lru_cache(maxsize=32)
+def _dump(text: str) -> str:
+    return ast.dump(ast.parse(text))
 
 
 def functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
@@ -53,28 +80,26 @@ def first_line(func: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
 
 
 def mutants_of_file(project: str, path: str, text: str, covered: set[int] | None = None) -> list[Mutant]:
-    """Every valid mutant of the file; with `covered`, only in functions the tests execute."""
+    """Every mutant of the file, unchecked (see Mutant.check); with `covered`, only in functions
+    whose first line is in it (the functions the tests execute)."""
     src = Source(text)
     tree = ast.parse(text)
-    original = ast.dump(tree)
     out: dict[str, Mutant] = {}
     for qualname, func in functions(tree):
         if covered is not None and first_line(func) not in covered:
             continue
         for kind, find in KINDS.items():
             for mutation in find(src, func):
-                try:
-                    new = src.apply(list(mutation.edits))
-                    new_tree = compile(new, path, "exec", flags=ast.PyCF_ONLY_AST)
-                    compile(new, path, "exec")
-                except (SyntaxError, ValueError, UnicodeDecodeError):
-                    continue
-                if ast.dump(new_tree) == original:
-                    continue
-                digest = hashlib.sha256(f"{project}\0{path}\0{new}".encode()).hexdigest()[:10]
+                key = repr(sorted((e.start, e.end, e.text) for e in mutation.edits))
+                digest = hashlib.sha256(f"{project}\0{path}\0{key}".encode()).hexdigest()[:10]
                 iid = f"{project}__synth-{digest}"
-                out.setdefault(iid, Mutant(iid, project, path, qualname, kind, mutation.lineno, new))
+                out.setdefault(iid, Mutant(iid, project, path, qualname, kind, mutation.lineno, mutation.edits, src))
     return list(out.values())
+
+
+def valid_mutants(mutants: list[Mutant]) -> list[Mutant]:
+    """Only the mutants that compile and change the AST (compiles each: use on small lists)."""
+    return [m for m in mutants if m.check()]
 
 
 def order(mutants: list[Mutant], seed: int) -> list[Mutant]:

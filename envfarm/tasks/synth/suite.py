@@ -124,6 +124,8 @@ async def drive(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem:
             count(run, rec)
             on_done(run)
             continue
+        if not await asyncio.to_thread(mutant.check):
+            continue  # does not compile or changes nothing: not a candidate, costs no sandbox
         while pending and run.accepted + len(pending) >= run.target:
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if run.done:

@@ -1,0 +1,182 @@
+"""Grading throughput: envfarm's grade() against swebench's own run_instance, same tasks, same patches.
+
+    python scripts/bench_grading.py --tasks 12 --workers 2 [--json]
+
+Both graders get the same builtin tasks and the same gold patches, with 2 workers each (a thread
+pool for the harness, as swebench runs it; asyncio for envfarm). The harness needs an image
+already at the task's base commit (one image per task, as SWE-bench has), so one is made per
+task before timing starts (commit_bug in a container, `docker commit`) and removed at the end;
+envfarm grades on the shared repository image, bringing a fresh sandbox to the base commit itself.
+The verdicts must agree on every task. `envfarm_overhead_p50_s` is envfarm's time per task minus
+the test suite's own runtime (the eval script's wall time, as the harness measures it).
+With --json the last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import swebench.harness.run_evaluation as harness
+from swebench.harness.utils import make_test_spec
+
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
+from envfarm.tasks.grading import grade
+from envfarm.tasks.images_needed import ensure_task_images
+from envfarm.tasks.loading import load
+from envfarm.tasks.schema import Task
+from envfarm.tasks.setup import commit_bug
+
+
+def sample(tasks: list[Task], n: int) -> list[Task]:
+    """Round-robin over projects (sorted), in file order: deterministic and spread out."""
+    by_repo: dict[str, list[Task]] = {}
+    for t in tasks:
+        if t.bug_patch:
+            by_repo.setdefault(t.repo, []).append(t)
+    out: list[Task] = []
+    i = 0
+    while len(out) < n and any(i < len(v) for v in by_repo.values()):
+        out += [v[i] for _, v in sorted(by_repo.items()) if i < len(v)][: n - len(out)]
+        i += 1
+    return out
+
+
+def instance_image(task: Task) -> str:
+    return f"envfarm/bench-{task.instance_id.lower()}:latest"
+
+
+async def make_instance_image(task: Task) -> str:
+    """An image whose /testbed is at the task's base commit, for the harness."""
+    sandbox = await DockerSandbox.create(SandboxSpec(image=task.image), run="bench-grading-setup",
+                                         task=task.instance_id)
+    try:
+        head = await commit_bug(sandbox, task.bug_patch)
+        assert head == task.base_commit, f"{task.instance_id}: base commit {head} != {task.base_commit}"
+        docker_client().api.commit(sandbox.container.id, repository=instance_image(task).split(":")[0],
+                                   tag="latest")
+    finally:
+        await sandbox.close()
+    return instance_image(task)
+
+
+async def run_envfarm(tasks: list[Task], workers: int) -> tuple[float, dict[str, bool | None], dict[str, float]]:
+    sem = asyncio.Semaphore(workers)
+    verdicts: dict[str, bool | None] = {}
+    seconds: dict[str, float] = {}
+
+    async def one(task: Task) -> None:
+        async with sem:
+            started = time.perf_counter()
+            res = await grade(task, task.patch, labels={"envfarm.run": "bench-grading"})
+            seconds[task.instance_id] = time.perf_counter() - started
+            verdicts[task.instance_id] = None if res.error_kind else res.resolved
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(t) for t in tasks))
+    return time.perf_counter() - started, verdicts, seconds
+
+
+def run_harness(tasks: list[Task], workers: int, log_dir: Path,
+                run_id: str) -> tuple[float, dict[str, bool | None], dict[str, float]]:
+    harness.RUN_EVALUATION_LOG_DIR = log_dir  # keep its logs out of the working directory
+    client = docker_client()
+
+    def one(task: Task) -> tuple[str, bool | None]:
+        spec = make_test_spec({**task.swebench_instance(), "image": instance_image(task)})
+        pred = {"instance_id": task.instance_id, "model_patch": task.patch, "model_name_or_path": "gold"}
+        out = harness.run_instance(spec, pred, client, run_id, timeout=900)
+        if not out:
+            return task.instance_id, None
+        return task.instance_id, bool(out[1][task.instance_id]["resolved"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = dict(pool.map(one, tasks))
+    wall = time.perf_counter() - started
+    runtimes: dict[str, float] = {}
+    for task in tasks:
+        log = log_dir / run_id / "gold" / task.instance_id / "run_instance.log"
+        m = re.search(r"Test runtime: ([\d_.]+) seconds", log.read_text()) if log.exists() else None
+        if m:
+            runtimes[task.instance_id] = float(m.group(1).replace("_", ""))
+    return wall, verdicts, runtimes
+
+
+def cleanup(run_id: str, images: list[str]) -> None:
+    """Every container the harness started for this run, and the per-task images."""
+    client = docker_client()
+    for c in client.containers.list(all=True, filters={"name": f".{run_id}"}):
+        c.remove(force=True)
+    if images:
+        subprocess.run(["docker", "rmi", "-f", *images], capture_output=True)
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    tasks = sample(load(args.spec), args.tasks)
+    if not tasks:
+        raise SystemExit(f"no tasks with a bug_patch in {args.spec!r}")
+    ensure_task_images(tasks)
+    print(f"{len(tasks)} tasks from {len({t.repo for t in tasks})} projects; making per-task images for the "
+          "harness (not timed)", file=sys.stderr)
+    images = [await make_instance_image(t) for t in tasks]
+    run_id = f"envfarm-bench-{uuid.uuid4().hex[:8]}"
+    try:
+        ef_wall, ef_verdicts, ef_seconds = await run_envfarm(tasks, args.workers)
+        print(f"envfarm: {len(tasks)} tasks in {ef_wall:.1f} s", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="envfarm-bench-") as tmp:
+            h_wall, h_verdicts, runtimes = await asyncio.to_thread(run_harness, tasks, args.workers, Path(tmp),
+                                                                  run_id)
+        print(f"harness: {len(tasks)} tasks in {h_wall:.1f} s", file=sys.stderr)
+    finally:
+        cleanup(run_id, images)
+    disagree = [t.instance_id for t in tasks if ef_verdicts.get(t.instance_id) != h_verdicts.get(t.instance_id)
+                or ef_verdicts.get(t.instance_id) is None]
+    overhead = [ef_seconds[i] - runtimes[i] for i in ef_seconds if i in runtimes]
+    ef_rate, h_rate = len(tasks) / ef_wall * 60, len(tasks) / h_wall * 60
+    for t in tasks:
+        i = t.instance_id
+        print(f"  {i:38s} envfarm {ef_verdicts.get(i)!s:5s} {ef_seconds.get(i, 0):5.1f} s   "
+              f"harness {h_verdicts.get(i)!s:5s}   suite {runtimes.get(i, float('nan')):5.1f} s", file=sys.stderr)
+    return {
+        "tasks": len(tasks), "projects": len({t.repo for t in tasks}), "workers": args.workers,
+        "envfarm_tasks_per_min": round(ef_rate, 2), "harness_tasks_per_min": round(h_rate, 2),
+        "throughput_ratio": round(ef_rate / h_rate, 2),
+        "verdicts_agree": not disagree, "disagreements": disagree,
+        "envfarm_resolved": sum(bool(v) for v in ef_verdicts.values()),
+        "harness_resolved": sum(bool(v) for v in h_verdicts.values()),
+        "envfarm_p50_s": round(statistics.median(ef_seconds.values()), 2),
+        "suite_runtime_p50_s": round(statistics.median(runtimes.values()), 2) if runtimes else None,
+        "envfarm_overhead_p50_s": round(statistics.median(overhead), 2) if overhead else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", default="builtin", help="task spec for envfarm.tasks.load")
+    parser.add_argument("--tasks", type=int, default=12)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args(argv)
+    result = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+    return 0 if result["verdicts_agree"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
