@@ -5,6 +5,9 @@ included, nothing excluded (the grader restores the test files itself). External
 and textconv are switched off, so settings the agent made in `.git/config` cannot shape the
 patch. When the diff is not valid UTF-8 (a text file with Latin-1 bytes), every changed file is
 diffed as binary instead, so the patch survives as text without losing a byte.
+
+A diff over `MAX_PATCH_BYTES` (an agent that wrote a huge file into the repository) is refused
+with a PatchError before it is read: it would cost the host its memory and the grader minutes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import shlex
 
 from envfarm.sandbox.base import Sandbox
+from envfarm.tasks.patch_guard import MAX_PATCH_BYTES
 
 PATCH_OUT = "/tmp/.envfarm_agent.patch"
 ATTRS = "/tmp/.envfarm_all_binary"
@@ -28,6 +32,7 @@ async def extract_patch(sandbox: Sandbox, base_commit: str, workdir: str = "/tes
     res = await sandbox.exec(f"cd {shlex.quote(workdir)} && {GIT}add -A && {GIT}{diff} > {PATCH_OUT}", timeout=120)
     if res.exit_code != 0:
         raise PatchError(f"could not diff the repository against {base_commit[:12]}: {res.output[-500:]}")
+    await _check_size(sandbox)
     data = await sandbox.read_file(PATCH_OUT)
     try:
         return data.decode("utf-8")
@@ -38,4 +43,13 @@ async def extract_patch(sandbox: Sandbox, base_commit: str, workdir: str = "/tes
                              timeout=120)
     if res.exit_code != 0:
         raise PatchError(f"could not diff the repository as binary: {res.output[-500:]}")
+    await _check_size(sandbox)
     return (await sandbox.read_file(PATCH_OUT)).decode("utf-8")
+
+
+async def _check_size(sandbox: Sandbox) -> None:
+    res = await sandbox.exec(f"stat -c %s {PATCH_OUT}", timeout=30)
+    size = int(res.output.strip() or 0) if res.output.strip().isdigit() else 0
+    if size > MAX_PATCH_BYTES:
+        raise PatchError(f"the agent's diff is {size / 1e6:.1f} MB, over the {MAX_PATCH_BYTES / 1e6:.0f} MB limit "
+                         "(a huge file written into the repository?): not graded")

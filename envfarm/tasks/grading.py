@@ -5,6 +5,12 @@ base commit, the patch (the agent's diff of the repository) is applied, the eval
 the test files and runs them, and swebench's `get_logs_eval`, `get_eval_tests_report` and
 `get_resolution_status` decide. When grading cannot run, `error_kind` says why; it is never
 set for a patch that ran and was simply wrong.
+
+The patch is inspected first (`envfarm.tasks.patch_guard`): one that reaches outside the
+repository or is absurdly large is refused; files that change how the tests run (conftest.py,
+sitecustomize.py, pytest configuration, ...) are reverted after it is applied; all of it is
+reported in `patch_report`. The tests run with no user site and with byte code kept outside
+the repository, so a planted `.pyc` or user-site module is never loaded.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from swebench.harness.grading import (
 from swebench.harness.utils import make_test_spec
 
 from envfarm.sandbox.base import ImageMissingError, Sandbox, SandboxError, SandboxSpec
+from envfarm.tasks.patch_guard import MAX_PATCH_BYTES, PatchReport, inspect_patch, revert_command
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
 
 PATCH_PATH = "/tmp/.envfarm_model.patch"
 EVAL_PATH = "/tmp/.envfarm_eval.sh"
+# Environment of the test run: no user site-packages, byte code cached outside the repository.
+EVAL_ENV = "PYTHONNOUSERSITE=1 PYTHONPYCACHEPREFIX=/tmp/.envfarm_pycache"
 
 SandboxFactory = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
 
@@ -40,6 +49,7 @@ class ErrorKind:
     INFRASTRUCTURE = "infrastructure"  # sandbox or engine failed: retry elsewhere, no reward
     TIMEOUT = "timeout"  # the eval script ran past its time limit
     PATCH_FAILED = "patch_failed"  # the patch did not apply to the base commit
+    PATCH_REJECTED = "patch_rejected"  # paths outside the repository, or far too large: never applied
 
 
 @dataclass
@@ -58,6 +68,7 @@ class GradeResult:
     error: str = ""
     log_tail: str = ""
     seconds: float = 0.0
+    patch_report: dict[str, Any] = field(default_factory=dict)  # see envfarm.tasks.patch_guard
 
     @property
     def infrastructure_failure(self) -> bool:
@@ -106,24 +117,49 @@ async def apply_patch(sandbox: Sandbox, patch: str, workdir: str = "/testbed") -
     return res.exit_code == 0, res.output
 
 
+def refuse_patch(task: Task, patch: str) -> GradeResult | None:
+    """A PATCH_REJECTED result for a patch that must not be applied at all, else None."""
+    if len(patch) > MAX_PATCH_BYTES:  # characters >= bytes / 4: cheap first look at huge input
+        size = len(patch.encode("utf-8", errors="surrogateescape"))
+        if size > MAX_PATCH_BYTES:
+            return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_REJECTED,
+                               error=f"the patch is {size / 1e6:.1f} MB, over the {MAX_PATCH_BYTES / 1e6:.0f} MB "
+                                     "limit: not applied", patch_report={"bytes": size})
+    report = inspect_patch(patch, task.restored_files)
+    if report.outside_repo:
+        return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_REJECTED,
+                           error=f"the patch touches paths outside the repository: {report.outside_repo[:5]}; "
+                                 "not applied", patch_report=report.to_dict())
+    return None
+
+
 async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
                            timeout: float = 600.0) -> GradeResult:
     """Grade in a sandbox that is fresh from the task's image (the caller owns and closes it)."""
     started = time.perf_counter()
+    refused = refuse_patch(task, patch)
+    if refused is not None:
+        return refused
+    report: PatchReport = inspect_patch(patch, task.restored_files)
     await prepare_repository(sandbox, task)
     applied, out = await apply_patch(sandbox, patch)
     if not applied:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_FAILED,
                            error="patch did not apply to the base commit", log_tail=out[-4000:],
-                           seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started, patch_report=report.to_dict())
+    if report.reverted:
+        res = await sandbox.exec(revert_command(report.reverted, task.base_commit, "/testbed"), timeout=120)
+        if res.exit_code != 0:
+            raise SandboxError(f"could not revert harness files {report.reverted[:5]}: {res.output[-500:]}")
     await sandbox.write_file(EVAL_PATH, task.eval_script, mode=0o755)
-    res = await sandbox.exec(f"bash {EVAL_PATH}", timeout=timeout, output_limit=8 << 20)
+    res = await sandbox.exec(f"{EVAL_ENV} bash {EVAL_PATH}", timeout=timeout, output_limit=8 << 20)
     if res.timed_out:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.TIMEOUT,
                            error=f"the tests ran past {timeout:g} s", log_tail=res.output[-4000:],
-                           seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started, patch_report=report.to_dict())
     result = grade_log(task, res.output)
     result.seconds = time.perf_counter() - started
+    result.patch_report = report.to_dict()
     return result
 
 
@@ -137,6 +173,9 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
             return await DockerSandbox.create(spec, task=task_id)
 
     started = time.perf_counter()
+    refused = refuse_patch(task, patch)
+    if refused is not None:
+        return refused
     sandbox: Sandbox | None = None
     try:
         sandbox = await sandbox_factory(SandboxSpec(image=task.image, labels=labels or {}),

@@ -1,0 +1,124 @@
+"""What an agent's patch touches, and what of it must not reach the test run.
+
+Agents trained with RL try to win the reward without fixing the bug. Grading already runs in a
+fresh container and restores the test files; this module covers what the patch itself can
+carry into that container:
+
+- paths outside the repository (absolute, `..`, `.git/`): the patch is refused, never applied;
+- test files: reported (the eval script restores them anyway);
+- files that change how the tests run rather than what they test: `conftest.py`,
+  `sitecustomize.py`/`usercustomize.py`, `.pth` files, pytest/tox/setup.cfg/pyproject
+  configuration (`addopts`, plugins), packaging metadata that registers pytest plugins
+  (`*.dist-info`, `*.egg-info`), byte code (`__pycache__`, `.pyc`), and top-level modules that
+  shadow the test runner (`pytest.py`, `_pytest/`, `pluggy/`, ...). These are reverted to their
+  state at the base commit after the patch is applied and before the tests run, and reported.
+
+Plugin autoloading is deliberately left on: real repositories (astropy, for one) need the
+plugins their image installs, and the image is pristine; only what the patch adds is distrusted.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_PATCH_BYTES = 20 << 20  # a patch this large is not a fix; git apply on it costs minutes
+
+HARNESS_NAMES = {"conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.ini", ".pytest.ini",
+                 "pytest.toml", ".pytest.toml", "tox.ini", "setup.cfg", "pyproject.toml", "noxfile.py"}
+SHADOW_TOP = {"pytest", "_pytest", "pluggy", "py", "iniconfig", "site", "sitecustomize", "usercustomize",
+              "unittest", "doctest", "runpy", "encodings", "importlib", "xdist", "coverage"}
+
+_GIT_HEADER = re.compile(r'^diff --git (?:"a/((?:[^"\\]|\\.)*)"|a/(\S+)) (?:"b/((?:[^"\\]|\\.)*)"|b/(\S+))$', re.M)
+_PLAIN_HEADER = re.compile(r"^(?:---|\+\+\+) (\S+)", re.M)
+_RENAME = re.compile(r"^(?:rename|copy) (?:from|to) (.+)$", re.M)
+_SYMLINK = re.compile(r"^(?:new file mode|new mode) 120000$", re.M)
+
+
+@dataclass
+class PatchReport:
+    """What a patch touched; stored in the grade result so reviewers see attempts at the harness."""
+
+    files: list[str] = field(default_factory=list)
+    test_files: list[str] = field(default_factory=list)  # restored before the tests run
+    outside_repo: list[str] = field(default_factory=list)  # the patch was refused
+    reverted: list[str] = field(default_factory=list)  # harness files put back before the tests run
+    symlinks: bool = False  # the patch creates symbolic links
+    bytes: int = 0
+
+    @property
+    def suspicious(self) -> bool:
+        return bool(self.test_files or self.outside_repo or self.reverted or self.symlinks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "suspicious": self.suspicious}
+
+
+def patch_paths(patch: str) -> list[str]:
+    """Every path a patch names (both sides of git headers, renames, plain ---/+++ headers)."""
+    seen: dict[str, None] = {}
+    for m in _GIT_HEADER.finditer(patch):
+        for p in (m.group(1) or m.group(2), m.group(3) or m.group(4)):
+            seen[_unquote(p)] = None
+    for m in _RENAME.finditer(patch):
+        seen[m.group(1).strip()] = None
+    for m in _PLAIN_HEADER.finditer(patch):
+        raw = m.group(1)
+        if raw == "/dev/null":
+            continue
+        seen[raw.split("/", 1)[1] if raw.startswith(("a/", "b/")) else raw] = None
+    return list(seen)
+
+
+def _unquote(path: str) -> str:
+    return path.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in path else path
+
+
+def is_outside_repo(path: str) -> bool:
+    parts = path.split("/")
+    return path.startswith("/") or ".." in parts or parts[0] == ".git" or path.startswith("~")
+
+
+def is_harness_file(path: str) -> bool:
+    """Would this file change how the tests run (rather than the code under test)?"""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return False
+    name = parts[-1]
+    if name in HARNESS_NAMES or name.endswith((".pth", ".pyc")):
+        return True
+    if any(p == "__pycache__" or p.endswith((".dist-info", ".egg-info", ".egg-link")) for p in parts):
+        return True
+    top = parts[0].removesuffix(".py")
+    return top in SHADOW_TOP
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r.rstrip("/") or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def inspect_patch(patch: str, test_roots: list[str]) -> PatchReport:
+    """Classify what `patch` touches; `test_roots` are the task's test files or folders."""
+    files = patch_paths(patch)
+    name_is_test = re.compile(r"(^|/)(test_[^/]*\.py|[^/]*_test\.py|tests?/.*)$")
+    return PatchReport(
+        files=files,
+        test_files=[f for f in files if _under(f, test_roots) or name_is_test.search(f)],
+        outside_repo=[f for f in files if is_outside_repo(f)],
+        reverted=[f for f in files if not is_outside_repo(f) and is_harness_file(f)],
+        symlinks=bool(_SYMLINK.search(patch)),
+        bytes=len(patch.encode("utf-8", errors="surrogateescape")),
+    )
+
+
+def revert_command(paths: list[str], base_commit: str, workdir: str) -> str:
+    """Shell that puts each path back as it was at `base_commit` (removed where it did not exist)."""
+    base = shlex.quote(base_commit)
+    steps = [f"cd {shlex.quote(workdir)}"]
+    for p in paths:
+        q = shlex.quote(p)
+        steps.append(f"{{ rm -rf -- {q}; if git cat-file -e {base}:{q} 2>/dev/null; then "
+                     f"git checkout -q {base} -- {q}; fi; }}")
+    return " && ".join(steps) + " && true"
