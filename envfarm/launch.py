@@ -83,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output-dir", default="checkpoints", help="checkpoints and logs (default: checkpoints)")
     train.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
     train.add_argument("--vllm-server", default=None, help="URL of a `trl vllm-serve` server for generation")
+    train.add_argument("--max-new-tokens", type=int, default=512, help="tokens per model turn (default: 512)")
+    train.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    train.add_argument("--groups-per-step", type=int, default=1,
+                       help="tasks (groups of --num-generations episodes) per optimizer step (default: 1)")
+    train.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (default: 50)")
+    train.add_argument("--reward-resolved", type=float, default=1.0, help="weight of resolved 1/0 (default: 1)")
+    train.add_argument("--reward-fail-to-pass", type=float, default=0.0,
+                       help="weight of the fraction of FAIL_TO_PASS tests passing (default: 0, off)")
+    train.add_argument("--reward-format", type=float, default=0.0,
+                       help="weight of the fraction of turns with a parseable tool call (default: 0, off)")
+    train.add_argument("--max-masked-fraction", type=float, default=0.5,
+                       help="drop a group when more of its episodes than this failed for infrastructure "
+                            "reasons (default: 0.5)")
+    train.add_argument("--demos-per-group", type=int, default=0,
+                       help="episodes per group played from the gold patch and scored by the model (cold start; "
+                            "default: 0)")
+    train.add_argument("--farm-runner", choices=["local", "ray"], default="local",
+                       help="local: episodes in the trainer's process; ray: on the Ray farm (needs --vllm-server)")
     return ap
 
 

@@ -1,0 +1,81 @@
+"""`python -m envfarm.launch --train --model PATH`: GRPO on the farm from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from envfarm.train.config import RewardWeights, TrainConfig
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    env_config = {"max_turns": args.max_turns, "episode_timeout_s": args.episode_timeout,
+                  "command_timeout_s": args.command_timeout}
+    return TrainConfig(
+        num_generations=args.num_generations, max_completion_length=args.max_completion_length,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, env_config=env_config,
+        rewards=RewardWeights(resolved=args.reward_resolved, fail_to_pass=args.reward_fail_to_pass,
+                              format=args.reward_format),
+        max_masked_fraction=args.max_masked_fraction, max_retries=args.max_retries, envs=args.envs,
+        demos_per_group=args.demos_per_group, run=args.run or time.strftime("train-%Y%m%d-%H%M%S"),
+    )
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not args.model:
+        raise SystemExit("--train needs --model (a local model folder; nothing is downloaded)")
+    if args.num_generations < 2:
+        raise SystemExit("--num-generations must be at least 2 (GRPO compares episodes within a group)")
+    if args.demos_per_group >= args.num_generations:
+        raise SystemExit("--demos-per-group must leave at least one episode of the model in each group")
+    if args.vllm_server is None and args.farm_runner == "ray":
+        raise SystemExit("--farm-runner ray needs --vllm-server: Ray hosts cannot reach the trainer's model")
+
+
+def run_training(args: argparse.Namespace) -> int:
+    """Train; returns the exit status. Checkpoints, `train_log.jsonl` and the final model go to --output-dir."""
+    _check(args)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from envfarm.tasks.loading import load
+    from envfarm.train.trainer import build_training, grpo_config
+
+    tasks = load(args.tasks)
+    if args.limit_tasks:
+        tasks = tasks[: args.limit_tasks]
+    cfg = train_config(args)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    out = Path(args.output_dir)
+    grpo_args = grpo_config(cfg, str(out), groups_per_step=args.groups_per_step, vllm_server=args.vllm_server,
+                            max_steps=args.max_steps, learning_rate=args.learning_rate, loss_type=args.loss_type,
+                            save_steps=args.save_steps)
+    resume: Any = None
+    if args.resume:
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            print(f"--resume: no checkpoint in {out}; starting fresh", file=sys.stderr)
+    run = build_training(model, tokenizer, tasks, cfg, grpo_args, vllm_server=args.vllm_server,
+                         runner=args.farm_runner, backend=args.backend, tokenizer_path=args.model,
+                         address=args.address)
+    try:
+        run.trainer.train(resume_from_checkpoint=resume)
+        run.trainer.save_model(str(out / "final"))
+        tokenizer.save_pretrained(str(out / "final"))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        run.close()
+    summary = {"steps": run.trainer.state.global_step, "log": str(run.steplog.path), "final": str(out / "final"),
+               "pass_rate": [r["pass_rate"] for r in run.steplog.records]}
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    return 0
