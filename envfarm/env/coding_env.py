@@ -49,6 +49,10 @@ class TextSpace(spaces.Text):
         return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
 
 
+OBSERVATION_SPACE = TextSpace(MAX_TEXT)  # shared: building a Text space costs ~0.1 ms per env
+ACTION_SPACE = TextSpace(4096)
+
+
 def default_sandbox_factory(run: str = "adhoc") -> SandboxFactory:
     async def create(spec: SandboxSpec, task_id: str) -> Sandbox:
         from envfarm.sandbox.docker_backend import DockerSandbox
@@ -75,8 +79,8 @@ class CodingEnv(gymnasium.Env):
         self._task_source = tasks if tasks is not None else "builtin"
         self._tasks: list[Task] | None = list(tasks) if isinstance(tasks, Sequence) and not isinstance(tasks, str) \
             else None
-        self.observation_space = TextSpace(MAX_TEXT)
-        self.action_space = TextSpace(4096)
+        self.observation_space = OBSERVATION_SPACE
+        self.action_space = ACTION_SPACE
         self._loop: LoopThread | None = None
         self._sandbox: Sandbox | None = None
         self._sandbox_loop: asyncio.AbstractEventLoop | None = None

@@ -8,7 +8,7 @@ and the episode cannot go on.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from envfarm.env.editor import Editor, SandboxFileIO
@@ -32,7 +32,7 @@ class ToolResult:
     error: bool = False  # the call was refused or failed (bad arguments, non-zero exit, timeout)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**self.__dict__, "arguments": dict(self.arguments)}  # shallow: asdict deep-copies
 
 
 class ToolRunner:
