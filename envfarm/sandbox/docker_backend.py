@@ -1,8 +1,11 @@
 """Docker sandboxes: one locked-down container per sandbox, one persistent shell in it.
 
 Containers run with no network, CPU/memory/pids limits, a non-root user, no-new-privileges
-and no capabilities. Labels name the owner and run so that orphans can be found and reaped by
-anyone (`envfarm.gc`) without a registry of our own: the engine is the registry.
+and no capabilities, no host paths and no Docker socket. A command that runs into a limit says
+which in `ExecResult.limit` (memory and pids from the container's cgroup counters, disk from a
+watchdog on the writable layer: see SandboxSpec.disk). Labels name the owner and run so that
+orphans can be found and reaped by anyone (`envfarm.gc`) without a registry of our own: the
+engine is the registry.
 """
 
 from __future__ import annotations
@@ -27,14 +30,22 @@ from envfarm.sandbox.base import (
     ImageMissingError,
     SandboxError,
     SandboxSpec,
+    parse_size,
 )
-from envfarm.sandbox.shell_session import ShellSession
+from envfarm.sandbox.shell_session import KILL_SCRIPT, ShellSession
 
 LABEL = "envfarm"  # every container the project starts carries this label
 LABEL_OWNER = "envfarm.owner"
 LABEL_RUN = "envfarm.run"
 LABEL_TASK = "envfarm.task"
 LABEL_CREATED = "envfarm.created"
+
+# cgroup counters of the container (v1 paths, then v2), read with bash builtins only: after a
+# fork bomb there may be no process slot for `cat`.
+COUNTERS = (
+    'for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/pids/pids.events '
+    '/sys/fs/cgroup/memory.events; do [ -r "$f" ] && while read -r k v; do echo "$k $v"; done < "$f"; done; true'
+)
 
 # PID 1 of a sandbox: reaps orphans (bash reaps any child) and exits at once on SIGTERM.
 PID1 = ["bash", "-c", 'trap "exit 0" TERM; while :; do sleep 86400 & wait $!; done']
@@ -76,6 +87,10 @@ class DockerSandbox:
         self._api = docker_client().api
         self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
         self._closed = False
+        self._counters = {"oom_kill": 0, "max": 0}
+        self._disk_limit = parse_size(spec.disk) if spec.disk else None
+        self._disk_checked = 0.0
+        self.disk_used = 0  # bytes in the writable layer at the last check
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -111,10 +126,71 @@ class DockerSandbox:
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
+        watchdog = asyncio.get_running_loop().create_task(self._watch_disk()) if self._disk_limit else None
         try:
-            return await self._session.exec(cmd, timeout, output_limit)
+            result = await self._session.exec(cmd, timeout, output_limit)
+            if watchdog is not None:
+                watchdog.cancel()
+                over = await asyncio.gather(watchdog, return_exceptions=True)
+                if over[0] is True or await self._disk_over(force=False):
+                    result.limit = "disk"
+                    result.note = _join(result.note, f"the sandbox's disk use reached {self.disk_used / 1e6:.0f} MB, "
+                                        f"over its {self.spec.disk} limit: the command was killed; delete files "
+                                        "to go on")
+            if result.limit is None and (result.timed_out or result.exit_code is None or result.exit_code > 125):
+                result.limit = await self._cgroup_limit_hit()
+            if result.limit == "memory":
+                result.note = _join(result.note, f"a process was killed: out of memory (limit {self.spec.memory})")
+            elif result.limit == "pids":
+                result.note = _join(result.note, f"the sandbox ran out of processes (limit {self.spec.pids})")
+            elif result.limit is None and result.timed_out:
+                result.limit = "timeout"
+            elif result.limit is None and result.truncated:
+                result.limit = "output"
+            return result
         except (OSError, docker.errors.APIError) as exc:
             raise SandboxError(f"sandbox {self.id}: {exc}") from exc
+        finally:
+            if watchdog is not None and not watchdog.done():
+                watchdog.cancel()
+
+    async def _cgroup_limit_hit(self) -> str | None:
+        """Which cgroup limit (memory, pids) fired since the last look, from the kernel's counters."""
+        try:
+            res = await self._session.exec(COUNTERS, 10, 4096)
+        except (OSError, SandboxError, docker.errors.APIError):
+            return None
+        seen = dict(self._counters)
+        for line in res.output.splitlines():
+            key, _, value = line.partition(" ")
+            if key in seen and value.strip().isdigit():
+                seen[key] = int(value)
+        hit = "memory" if seen["oom_kill"] > self._counters["oom_kill"] else \
+            "pids" if seen["max"] > self._counters["max"] else None
+        self._counters = seen
+        return hit
+
+    async def _disk_over(self, force: bool = True) -> bool:
+        """Measure the writable layer (at most once per disk_check_s unless forced)."""
+        now = time.monotonic()
+        if not force and now - self._disk_checked < self.spec.disk_check_s:
+            return False
+        self._disk_checked = now
+        try:
+            info = await _in_thread(self._api._result, self._api._get(
+                self._api._url("/containers/{0}/json", self.container.id), params={"size": 1}), True)
+        except docker.errors.APIError:
+            return False
+        self.disk_used = int(info.get("SizeRw") or 0)
+        return self._disk_limit is not None and self.disk_used > self._disk_limit
+
+    async def _watch_disk(self) -> bool:
+        """While a command runs: past the disk limit, kill every process but PID 1 and the shell."""
+        while True:
+            await asyncio.sleep(self.spec.disk_check_s)
+            if await self._disk_over():
+                await self._run_detached(["sh", "-c", KILL_SCRIPT, "kill", str(self._session.shell_pid)])
+                return True
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Put a file into the container through the archive API (never through argv)."""
@@ -230,6 +306,10 @@ def list_containers(**label_filters: str) -> list[Any]:
     """Containers that carry the envfarm label (and the given label values), stopped included."""
     labels = [LABEL] + [f"{k}={v}" for k, v in label_filters.items()]
     return docker_client().containers.list(all=True, filters={"label": labels})
+
+
+def _join(note: str, more: str) -> str:
+    return f"{note}; {more}" if note else more
 
 
 def _q(s: str) -> str:
