@@ -3,6 +3,7 @@
     python scripts/generate_suite.py                           # every project, 36 tasks each (20 for more-itertools)
     python scripts/generate_suite.py --projects parse toolz --per-project 10 --workers 2
     python scripts/generate_suite.py --fresh                   # forget finished candidates
+    python scripts/generate_suite.py --collect-only            # write the JSONL from the state file as it is
 
 Interrupt it at any time: finished candidates are in the state file and a rerun with the same
 seed skips them. Writes envfarm/tasks/builtin/<project>.jsonl and docs/TASKS.md.
@@ -88,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="forget finished candidates (and baselines) first")
     parser.add_argument("--out", default=str(BUILTIN_DIR))
     parser.add_argument("--no-summary", dest="summary", action="store_false", help="do not rewrite docs/TASKS.md")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="validate nothing more: write the tasks already accepted in the state file")
     args = parser.parse_args(argv)
+    if args.collect_only:
+        args.max_candidates = 0
     if args.fresh:
         for f in Path(args.state_dir).glob("*.json*"):
             f.unlink()

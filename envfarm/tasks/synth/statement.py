@@ -69,9 +69,14 @@ def excerpt(output: str, project: Project) -> tuple[list[str], list[str]]:
         if ln.startswith("E "):
             if len(errors) < MAX_E_LINES:
                 errors.append(ln[:MAX_LINE])
-        elif keep and ln.startswith("    ") and ln.strip():
+        elif keep and ln.startswith("    ") and ln.strip() and ln.strip() != "???":
             frames.append(ln[:MAX_LINE])
     return frames, errors
+
+
+NOT_A_SUBJECT = re.compile(r"^(self\.)?(assert\w*|fail\w*)$|^(len|list|tuple|set|dict|str|repr|sorted|next|iter|"
+                           r"isinstance|type|print|exec|eval|compile|getattr|range|int|float|bool|"
+                           r"pytest\.\w+|self\.\w+Raises\w*)$")
 
 
 def subject(frames: list[str]) -> str | None:
@@ -83,9 +88,11 @@ def subject(frames: list[str]) -> str | None:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
-                name = ast.unparse(node.func)
-                if not re.match(r"^(self\.)?(assert\w*|fail\w*)$|^(len|list|tuple|set|dict|str|repr|sorted|next|"
-                                r"iter|isinstance|type|pytest\.\w+)$", name.split("(")[0]):
+                func = node.func
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Constant):
+                    continue  # "...".format(...)
+                name = ast.unparse(func)
+                if 3 <= len(name) <= 60 and not NOT_A_SUBJECT.match(name):
                     return name
     return None
 
