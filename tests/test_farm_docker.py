@@ -82,3 +82,35 @@ def test_local_run_of_8_envs_over_40_episodes(tmp_path: Path, fixture_tasks):
     assert sum(r["resolved"] for r in lines) == 40
     assert (run_dir / "manifest.json").exists()
     assert not list_containers(**{LABEL_RUN: run})
+
+
+def test_warm_pool_never_hands_out_a_killed_container(inflection_image):
+    from envfarm.farm.admission import AdmissionControl
+    from envfarm.farm.pool import WarmPool
+    from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
+
+    async def create(spec, task_id):
+        return await DockerSandbox.create(spec, run="test-pool")
+
+    async def main():
+        pool = WarmPool(create, AdmissionControl(4, 20), warm_size=3)
+        try:
+            pool.prewarm(inflection_image)
+            while pool.stats()["warm"] < 3:
+                await asyncio.sleep(0.05)
+            pool.warm_size = 0
+            victim = pool._ready[inflection_image][0]
+            docker_client().api.kill(victim.container.id)
+            await asyncio.sleep(1.0)  # the engine closes the shell's stream
+            got = [await pool.acquire(inflection_image) for _ in range(3)]
+            outputs = [(await sb.exec("echo ok")).output for sb in got]
+            stats = pool.stats()
+            for sb in got:
+                await pool.release(sb)
+            return victim, got, outputs, stats
+        finally:
+            await pool.close()
+
+    victim, got, outputs, stats = asyncio.run(main())
+    assert victim not in got and outputs == ["ok\n"] * 3
+    assert stats["dead_on_acquire"] == 1 and stats["cold_creates"] == 1

@@ -25,11 +25,13 @@ class WarmPool:
     """Per-image queues of ready sandboxes with a target size each."""
 
     def __init__(self, create: CreateFn, admission: AdmissionControl, warm_size: int = 0,
-                 liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None) -> None:
+                 liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None,
+                 liveness_interval: float = 30.0) -> None:
         self._create = create
         self.admission = admission
         self.warm_size = warm_size
         self.liveness_timeout = liveness_timeout
+        self.liveness_interval = liveness_interval
         self._spec_for = spec_for or (lambda image: SandboxSpec(image=image))
         self._ready: dict[str, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
         self._filling: dict[str, int] = collections.defaultdict(int)
@@ -72,6 +74,14 @@ class WarmPool:
         await self._discard(sandbox)
 
     async def _alive(self, sandbox: Sandbox) -> bool:
+        """Dead if its stream closed (a killed container or engine closes it); a command round
+        trip as well when it has not answered one for `liveness_interval` seconds."""
+        quick = getattr(sandbox, "is_alive", None)
+        if quick is not None:
+            if not quick():
+                return False
+            if time.monotonic() - getattr(sandbox, "last_ok", 0.0) < self.liveness_interval:
+                return True
         try:
             res = await sandbox.exec("true", timeout=self.liveness_timeout)
         except (TimeoutError, SandboxError, OSError):

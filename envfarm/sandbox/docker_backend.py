@@ -121,6 +121,15 @@ class DockerSandbox:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def is_alive(self) -> bool:
+        """Cheap liveness: not closed and the shell's stream still open (no round trip)."""
+        return not self._closed and self._session.is_open()
+
+    @property
+    def last_ok(self) -> float:
+        """time.monotonic() of the last command that came back."""
+        return self._session.last_ok
+
     # -- commands and files ----------------------------------------------------------------
     async def exec(self, cmd: str, timeout: float = 60.0,
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:

@@ -121,6 +121,7 @@ class ShellSession:
         self.shell_pid = 0
         self.cwd: str | None = None
         self.restarts = 0
+        self.last_ok = 0.0  # time.monotonic() of the last command that came back
         self._lock = asyncio.Lock()
 
     async def start(self, cwd: str | None = None) -> None:
@@ -186,6 +187,7 @@ class ShellSession:
         exit_code: int | None = None
         if status is not None:
             exit_code, self.cwd = status
+            self.last_ok = time.monotonic()
         elif note and not timed_out:
             exit_code = await self._exec_exit_code(self._dead_exec)
         out = bytes(buf.head)
@@ -226,6 +228,11 @@ class ShellSession:
         await self.start(self.cwd)
         return f"{why}; a new shell session was started in {self.cwd or 'the default directory'} " \
                "(exported variables and shell functions were reset)"
+
+    def is_open(self) -> bool:
+        """The stream to the shell is still open (a dead container or engine closes it)."""
+        return (self._writer is not None and not self._writer.is_closing()
+                and self._reader is not None and not self._reader.at_eof())
 
     async def close(self) -> None:
         if self._writer is not None:

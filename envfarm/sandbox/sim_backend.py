@@ -67,6 +67,13 @@ class SimSandbox:
             raise SandboxError("simulated create failure")
         return cls(spec, profile, rng)
 
+    def is_alive(self) -> bool:
+        return not self._closed
+
+    @property
+    def last_ok(self) -> float:
+        return time.monotonic()
+
     async def exec(self, cmd: str, timeout: float = 60.0,
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
         if self._closed:
