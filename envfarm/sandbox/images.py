@@ -86,9 +86,12 @@ def _log(msg: str) -> None:
 
 
 def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    kw.setdefault("text", True)
+    proc = subprocess.run(cmd, capture_output=True, **kw)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        err = proc.stderr or proc.stdout
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
+        tail = "\n".join(err.strip().splitlines()[-15:])
         raise ImageBuildError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd[:4])} ...\n{tail}")
     return proc
 
