@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import ray
+from benchlib import report
 
 from envfarm.farm.admission import AdmissionControl
 from envfarm.farm.pool import WarmPool
@@ -218,10 +219,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     figures = asyncio.run(main_async(args))
-    for key, value in figures.items():
-        print(f"{key:40s} {value:.3f}" if isinstance(value, float) else f"{key:40s} {value}")
-    if args.json:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
+
+from benchlib import pct, report
 
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import build_repo, load_projects
 from envfarm.tasks.grading import grade
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
@@ -91,10 +87,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     figures = asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
-    for key, value in figures.items():
-        print(f"{key:32s} {value:10.3f}" if isinstance(value, float) else f"{key:32s} {value:10d}")
-    if args.json:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,21 @@
+"""What every benchmark script shares: percentiles and the report (a table, then one JSON line)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank: no interpolation, so it is a value that was measured."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(figures: dict[str, Any], as_json: bool) -> None:
+    """One figure a line; with `as_json`, one JSON object with every figure as the last line."""
+    width = max(len(k) for k in figures) + 2
+    for key, value in figures.items():
+        print(f"{key:{width}s} {value:.3f}" if isinstance(value, float) else f"{key:{width}s} {value}")
+    if as_json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
