@@ -353,7 +353,7 @@ class EnvFarm:
                 if await self._ship_image(host, ep.task.image):
                     pending.appendleft(ep)
                     return None
-            if record.get("error_kind") is None or record.get("error_kind") not in ("image_missing",):
+            if record.get("error_kind") != "image_missing":
                 self.host_images[host].add(ep.task.image)
         if ep.episode_id in self._finished_ids:
             self.counters.duplicates_dropped += 1
