@@ -138,9 +138,9 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
 async def run_farm(args: argparse.Namespace) -> int:
     from envfarm.rollout.store import TrajectoryStore
     from envfarm.rollout.trajectory import Trajectory
-    from envfarm.tasks.loading import load
+    from envfarm.tasks.loading import load, round_robin_by_project
 
-    tasks = load(args.tasks)
+    tasks = round_robin_by_project(load(args.tasks))
     if args.limit_tasks:
         tasks = tasks[: args.limit_tasks]
     cfg = farm_config(args)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from envfarm.tasks.eval_script import make_eval_script
-from envfarm.tasks.loading import load, load_builtin, select, split_by_project
+from envfarm.tasks.loading import load, load_builtin, round_robin_by_project, select, split_by_project
 from envfarm.tasks.schema import Task, TaskError, files_in_diff
 
 
@@ -95,3 +95,9 @@ def test_eval_script_restores_tests_and_has_swebench_markers():
 def test_files_in_diff():
     diff = "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\ndiff --git a/t/x.py b/t/x.py\n"
     assert files_in_diff(diff) == ["a.py", "t/x.py"]
+
+
+def test_round_robin_spreads_projects():
+    tasks = [Task.parse(_row(instance_id=f"{r}-{i}", repo=r)) for r, n in (("a", 3), ("b", 1)) for i in range(n)]
+    order = [t.instance_id for t in round_robin_by_project(tasks)]
+    assert order[:2] == ["a-0", "b-0"] and sorted(order) == sorted(t.instance_id for t in tasks)

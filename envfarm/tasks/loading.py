@@ -121,3 +121,17 @@ def split_by_project(tasks: Iterable[Task], held_out_fraction: float = 0.2,
     n_held = max(1, round(len(projects) * held_out_fraction)) if len(projects) > 1 else 0
     held = set(projects[:n_held])
     return [t for t in tasks if t.repo not in held], [t for t in tasks if t.repo in held]
+
+
+def round_robin_by_project(tasks: Iterable[Task]) -> list[Task]:
+    """One task of each project in turn (order kept within a project): the first N episodes of
+    a run then span the projects instead of exhausting the first one."""
+    by_repo: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_repo.setdefault(task.repo, []).append(task)
+    queues = list(by_repo.values())
+    out: list[Task] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
