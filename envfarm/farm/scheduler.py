@@ -105,6 +105,8 @@ class EnvFarm:
         self.host_tasks: list[set[str]] = []  # task ids whose rows each host has cached
         self.host_nodes: list[str] = []
         self._checking: set[int] = set()
+        self._checks: set[asyncio.Task] = set()  # host checks in flight: cancelled at shutdown
+        self._closing = False
         self.hosts_replaced = 0
         self.counters = FarmCounters()
         self.groups: dict[str, GroupState] = {}
@@ -182,7 +184,7 @@ class EnvFarm:
             except Exception:  # noqa: BLE001 - dead, unreachable or restarting: replace it
                 pass
             alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-            if not alive:
+            if not alive or self._closing:  # a host spawned during shutdown would outlive the farm
                 return
             load = {n: sum(1 for j, hn in enumerate(self.host_nodes) if hn == n and j != i) for n in alive}
             node = min(alive, key=lambda n: load[n])
@@ -212,6 +214,10 @@ class EnvFarm:
         """Close every host's pool and remove every container of this run, on every node."""
         import ray
 
+        self._closing = True
+        for check in list(self._checks):
+            check.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         left = 0
         results = await asyncio.gather(*(h.shutdown.remote() for h in self.hosts), return_exceptions=True)
         left += sum(r for r in results if isinstance(r, int))
@@ -337,7 +343,9 @@ class EnvFarm:
             if isinstance(result, (KeyboardInterrupt, asyncio.CancelledError)):
                 raise result
             self.host_down_until[host] = time.time() + 30.0
-            asyncio.get_running_loop().create_task(self._check_host(host))
+            check = asyncio.get_running_loop().create_task(self._check_host(host))
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
             record = {"episode_id": ep.episode_id, "group_id": ep.group_id, "instance_id": ep.task.instance_id,
                       "repo": ep.task.repo, "attempt": ep.attempt, "reward": None, "resolved": False,
                       "end_reason": "host_lost", "error_kind": "infrastructure",
