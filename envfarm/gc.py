@@ -4,13 +4,14 @@
     python -m envfarm.gc --run NAME           # only one run's
     python -m envfarm.gc --address auto       # on every node of a Ray cluster
     python -m envfarm.gc --older-than 3600    # only those created over an hour ago
+    python -m envfarm.gc --images             # also dangling envfarm images left by rebuilds
 """
 
 from __future__ import annotations
 
 import argparse
 
-from envfarm.farm.gc import gc_cluster, remove_containers
+from envfarm.farm.gc import gc_cluster, prune_images, remove_containers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,18 +19,21 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="only containers of this run (label envfarm.run)")
     ap.add_argument("--older-than", type=float, metavar="SECONDS", help="only containers older than this")
+    ap.add_argument("--images", action="store_true", help="also remove dangling envfarm images")
     ap.add_argument("--address", help="a Ray cluster address ('auto' for the local cluster): clean every node")
     args = ap.parse_args(argv)
     if args.address:
         import ray
 
         ray.init(address=args.address, logging_level="ERROR")
-        per_node = gc_cluster(args.run, args.older_than)
+        per_node = gc_cluster(args.run, args.older_than, args.images)
         for node, n in per_node.items():
-            print(f"{node}: removed {n} container(s)")
-        print(f"removed {sum(per_node.values())} container(s) on {len(per_node)} node(s)")
+            print(f"{node}: removed {n} container(s) or image(s)")
+        print(f"removed {sum(per_node.values())} container(s) or image(s) on {len(per_node)} node(s)")
     else:
         print(f"removed {remove_containers(run=args.run, older_than_s=args.older_than)} container(s)")
+        if args.images:
+            print(f"removed {prune_images()} dangling image(s)")
     return 0
 
 

@@ -30,20 +30,29 @@ def remove_containers(owner: str | None = None, run: str | None = None, older_th
     return removed
 
 
-def gc_cluster(run: str | None = None, older_than_s: float | None = None) -> dict[str, int]:
-    """Run `remove_containers` once on every alive node of the connected Ray cluster."""
+def prune_images() -> int:
+    """Remove dangling envfarm images (older builds that a rebuild replaced); returns how many."""
+    from envfarm.sandbox.docker_backend import docker_client
+
+    result = docker_client().images.prune(filters={"dangling": True, "label": "envfarm.spec"})
+    return len(result.get("ImagesDeleted") or [])
+
+
+def gc_cluster(run: str | None = None, older_than_s: float | None = None, images: bool = False) -> dict[str, int]:
+    """Run `remove_containers` (and `prune_images` with `images`) once on every alive node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
-    def _gc_node(run: str | None, older_than_s: float | None) -> tuple[str, int]:
+    def _gc_node(run: str | None, older_than_s: float | None, images: bool) -> tuple[str, int]:
         import socket
 
-        return socket.gethostname(), remove_containers(run=run, older_than_s=older_than_s)
+        removed = remove_containers(run=run, older_than_s=older_than_s)
+        return socket.gethostname(), removed + (prune_images() if images else 0)
 
     refs = {}
     for node in ray.nodes():
         if node.get("Alive"):
             strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            refs[node["NodeID"][:8]] = _gc_node.options(scheduling_strategy=strategy).remote(run, older_than_s)
+            refs[node["NodeID"][:8]] = _gc_node.options(scheduling_strategy=strategy).remote(run, older_than_s, images)
     return {node: ray.get(ref)[1] for node, ref in refs.items()}
