@@ -66,7 +66,11 @@ async def run(args: argparse.Namespace) -> int:
     for r in runs:
         tasks = accepted_tasks(r, state)
         total += len(tasks)
-        (out_dir / f"{r.project.name}.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in tasks))
+        out = out_dir / f"{r.project.name}.jsonl"
+        if tasks:
+            out.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
+        else:
+            out.unlink(missing_ok=True)
         top = ", ".join(f"{k} {n}" for k, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:4])
         print(f"{r.project.name}: {len(tasks)} tasks from {r.tried} candidates (rejected: {top})", file=sys.stderr)
     if args.summary:
