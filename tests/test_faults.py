@@ -20,6 +20,7 @@ import ray
 
 from envfarm.farm.scheduler import EnvFarm, FarmConfig
 from envfarm.sandbox.docker_backend import LABEL_RUN, docker_client, list_containers
+from envfarm.tasks.loading import BUILTIN_DIR
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -64,7 +65,8 @@ def test_ctrl_c_keeps_finished_trajectories_and_leaves_no_container(tmp_path: Pa
     run = f"test-sigint-{int(time.time())}"
     out = tmp_path / "rollouts"
     proc = subprocess.Popen([sys.executable, "-m", "envfarm.launch", "--envs", "2", "--episodes", "40",
-                             "--out", str(out), "--run", run, "--no-live", "--max-turns", "20"],
+                             "--tasks", str(BUILTIN_DIR / "fixtures.jsonl"), "--out", str(out), "--run", run,
+                             "--no-live", "--max-turns", "20"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = out / run
     deadline = time.time() + 240
