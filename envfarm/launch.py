@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="host actors per Ray node; each multiplexes many sandboxes (default: 1)")
     farm.add_argument("--warm-fraction", type=float, default=0.25,
                       help="warm sandboxes each host keeps ready, as a fraction of its slots (default: 0.25)")
-    farm.add_argument("--max-retries", type=int, default=2,
-                      help="times an episode hit by an infrastructure fault is retried on another host (default: 2)")
+    farm.add_argument("--max-retries", type=int, default=3,
+                      help="times an episode hit by an infrastructure fault is retried on another host, after "
+                           "1, 2, 4 ... s (default: 3)")
     farm.add_argument("--registry", default=None,
                       help="registry to pull task images from on nodes that lack them (else: build or ship)")
     farm.add_argument("--cpus-per-sandbox", type=float, default=1.0, help="CPU limit of each sandbox (default: 1)")

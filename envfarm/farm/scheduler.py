@@ -44,7 +44,8 @@ class FarmConfig:
     warm_fraction: float = 0.25  # warm sandboxes per host, as a fraction of its slots
     max_starting: int | None = None  # per host; default by backend
     create_rate: float | None = None  # per host, creates per second; default by backend
-    max_retries: int = 2
+    max_retries: int = 3
+    retry_backoff_s: float = 1.0  # first retry waits this long, each next one twice as long
     env_config: dict[str, Any] = field(default_factory=dict)
     sim_profile: dict[str, Any] = field(default_factory=dict)
     registry: str | None = None
@@ -113,6 +114,7 @@ class EnvFarm:
         self._finished_ids: set[str] = set()
         self._started_ray = False
         self._shipped: set[tuple[int, str]] = set()
+        self._backoff: list[tuple[Episode, float]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -306,6 +308,10 @@ class EnvFarm:
                 result = exc
             await done_q.put((ep, host, result))
 
+        async def retry_later(ep: Episode, delay: float) -> None:
+            await asyncio.sleep(delay)
+            await done_q.put((ep, -1, None))  # host -1: a backed-off retry is due
+
         while True:
             # fill free slots (lazily pulling new episodes: the backlog never outgrows the farm)
             while True:
@@ -331,10 +337,17 @@ class EnvFarm:
                 continue
             ep, host, result = await done_q.get()
             inflight -= 1
+            if host == -1:
+                pending.appendleft(ep)
+                continue
             self.host_inflight[host] -= 1
             record = await self._settle(ep, host, result, pending)
             if record is not None:
                 yield record
+            while self._backoff:  # retries wait (1, 2, 4 ... s): a restarting engine gets time to return
+                ep, delay = self._backoff.pop()
+                inflight += 1
+                asyncio.get_running_loop().create_task(retry_later(ep, delay))
 
     async def _settle(self, ep: Episode, host: int, result: dict[str, Any] | BaseException,
                       pending: collections.deque[Episode]) -> dict[str, Any] | None:
@@ -370,7 +383,7 @@ class EnvFarm:
             self.counters.retried += 1
             ep.attempt += 1
             ep.excluded_hosts.add(host)
-            pending.appendleft(ep)
+            self._backoff.append((ep, min(self.config.retry_backoff_s * 2 ** (ep.attempt - 1), 30.0)))
             return None
         self._finished_ids.add(ep.episode_id)
         record.setdefault("episode_id", ep.episode_id)
