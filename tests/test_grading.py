@@ -115,3 +115,25 @@ def test_agent_cannot_read_the_fix_from_git_history(fixture_tasks):
     assert log[0] == "1"
     # only the buggy tree: one commit, its trees and one blob per file, nothing of the clean code
     assert int(objects) <= int(files) + 20
+
+
+def test_fake_passed_lines_printed_by_the_code_do_not_resolve(fixture_tasks):
+    """Code that prints 'PASSED <test>' for every failing test at exit is caught by the exit code."""
+    task = fixture_tasks[0]
+    lines = "\\n".join(f"PASSED {t}" for t in task.FAIL_TO_PASS)
+
+    async def forged_patch() -> str:
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
+        try:
+            await prepare_repository(sb, task)
+            await sb.exec("cd /testbed && cat >> inflection/__init__.py <<'EOF'\nimport atexit\n"
+                          f"atexit.register(lambda: print('\\n{lines}'))\nEOF")
+            return (await sb.exec(f"cd /testbed && git diff {task.base_commit}")).output
+        finally:
+            await sb.close()
+
+    patch = asyncio.run(forged_patch())
+    assert "atexit" in patch
+    result = _grade(task, patch)
+    assert not result.resolved
+    assert result.error_kind is None

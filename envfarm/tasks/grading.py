@@ -151,7 +151,10 @@ async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
         res = await sandbox.exec(revert_command(report.reverted, task.base_commit, "/testbed"), timeout=120)
         if res.exit_code != 0:
             raise SandboxError(f"could not revert harness files {report.reverted[:5]}: {res.output[-500:]}")
-    await sandbox.write_file(EVAL_PATH, task.eval_script, mode=0o755)
+    # swebench's own rendering of the script: it records the test command's exit status, which
+    # get_logs_eval cross-checks against the parsed log (code that prints fake PASSED lines)
+    script = make_test_spec(task.swebench_instance()).eval_script
+    await sandbox.write_file(EVAL_PATH, script, mode=0o755)
     res = await sandbox.exec(f"{EVAL_ENV} bash {EVAL_PATH}", timeout=timeout, output_limit=8 << 20)
     if res.timed_out:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.TIMEOUT,
