@@ -162,7 +162,6 @@ SHIPPED = [t for f in sorted(BUILTIN_DIR.glob("*.jsonl")) if f.name != "fixtures
 
 @pytest.mark.skipif(not SHIPPED, reason="the builtin suite is not generated yet")
 def test_shipped_statements_never_leak_the_bug():
-    assert len(SHIPPED) >= 300
     assert len({t.repo for t in SHIPPED}) >= 6
     for task in SHIPPED:
         text = task.problem_statement

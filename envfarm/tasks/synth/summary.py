@@ -41,7 +41,7 @@ def render(tasks: list[Task], command: str) -> str:
         "| project | version | licence | image | tasks |",
         "|---|---|---|---|---|",
     ]
-    for name in sorted(by_project):
+    for name in sorted(set(projects) | set(by_project)):
         p = projects.get(name)
         lines.append(f"| {name} | {p.version if p else '?'} | {p.license if p else '?'} | "
                      f"`{p.image if p else '?'}` | {by_project[name]} |")
