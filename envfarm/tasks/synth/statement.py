@@ -138,16 +138,24 @@ def leaked_lines(statement: str, bug_patch: str) -> list[str]:
 
 
 async def describe(sandbox: Sandbox, project: Project, fail_to_pass: list[str], bug_patch: str) -> str | None:
-    """Run failing tests one at a time and write the statement from the first clear failure."""
+    """Run failing tests one at a time and write the statement from the first clear failure.
+
+    Parametrized ids can come back cut at a space by the log parser and then select nothing;
+    the test function itself is tried next, stopping at its first failure (`-x`).
+    """
     ranked = sorted(fail_to_pass, key=lambda t: (" " in t, "[" in t, len(t), t))
-    for test_id in ranked[:3]:
-        res = await sandbox.exec(single_test_command(project, test_id), timeout=120, output_limit=1 << 20)
+    attempts = [(t, t) for t in ranked[:2]]
+    attempts += [(t, t.split("[")[0]) for t in ranked[:2] if "[" in t]
+    for test_id, selector in attempts:
+        cmd = single_test_command(project, selector) + (" -x" if selector != test_id else "")
+        res = await sandbox.exec(cmd, timeout=120, output_limit=1 << 20)
         frames, errors = excerpt(res.output, project)
         if not errors:
             continue
+        shown = test_id if selector == test_id else selector
         others = [t for t in fail_to_pass if t != test_id]
         for with_source in (True, False):
-            text = compose(test_id, frames, errors, others, with_source)
+            text = compose(shown, frames, errors, others, with_source)
             if not leaked_lines(text, bug_patch):
                 return text
     return None
