@@ -74,7 +74,7 @@ class Trajectory(BaseModel):
     terminated: bool = False
     truncated: bool = False
     end_reason: str = ""  # submit, max_turns, time_limit, sandbox_error, policy_error, setup_error
-    error_kind: str | None = None  # None, infrastructure, timeout, patch_failed, policy
+    error_kind: str | None = None  # None, infrastructure, timeout, patch_failed, patch_rejected, policy, image_missing
     error: str = ""
     grade: dict[str, Any] | None = None  # GradeResult.to_dict()
     patch: str = ""
