@@ -6,7 +6,8 @@ Both graders get the same builtin tasks and the same gold patches, with 2 worker
 pool for the harness, as swebench runs it; asyncio for envfarm). The harness needs an image
 already at the task's base commit (one image per task, as SWE-bench has), so one is made per
 task before timing starts (commit_bug in a container, `docker commit`) and removed at the end;
-envfarm grades on the shared repository image, bringing a fresh sandbox to the base commit itself.
+envfarm grades on the shared repository image, bringing a fresh sandbox to the base commit itself;
+its fresh sandboxes come from a warm pool (as in the farm), and used ones are removed in the background.
 The verdicts must agree on every task. `envfarm_overhead_p50_s` is envfarm's time per task minus
 the test suite's own runtime (the eval script's wall time, as the harness measures it).
 With --json the last line of output is one JSON object.
@@ -30,6 +31,9 @@ from pathlib import Path
 import swebench.harness.run_evaluation as harness
 from swebench.harness.utils import make_test_spec
 
+from envfarm.farm.admission import AdmissionControl
+from envfarm.farm.pool import WarmPool
+from envfarm.farm.pooled import pool_factory
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
 from envfarm.tasks.grading import grade
@@ -72,20 +76,32 @@ async def make_instance_image(task: Task) -> str:
 
 
 async def run_envfarm(tasks: list[Task], workers: int) -> tuple[float, dict[str, bool | None], dict[str, float]]:
+    """envfarm grades as the farm does: fresh sandboxes from a warm pool, removed in the background."""
     sem = asyncio.Semaphore(workers)
     verdicts: dict[str, bool | None] = {}
     seconds: dict[str, float] = {}
 
+    async def create(spec: SandboxSpec, task_id: str) -> DockerSandbox:
+        return await DockerSandbox.create(spec, run="bench-grading", task=task_id)
+
+    pool = WarmPool(create, AdmissionControl(4, 20), warm_size=workers)
+    factory = pool_factory(pool)
+
     async def one(task: Task) -> None:
         async with sem:
             started = time.perf_counter()
-            res = await grade(task, task.patch, labels={"envfarm.run": "bench-grading"})
+            res = await grade(task, task.patch, factory)
             seconds[task.instance_id] = time.perf_counter() - started
             verdicts[task.instance_id] = None if res.error_kind else res.resolved
 
-    started = time.perf_counter()
-    await asyncio.gather(*(one(t) for t in tasks))
-    return time.perf_counter() - started, verdicts, seconds
+    for image in {t.image for t in tasks}:
+        pool.prewarm(image)
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(t) for t in tasks))
+        return time.perf_counter() - started, verdicts, seconds
+    finally:
+        await pool.close()
 
 
 def run_harness(tasks: list[Task], workers: int, log_dir: Path,

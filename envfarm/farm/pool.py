@@ -36,6 +36,7 @@ class WarmPool:
         self._ready: dict[str, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
         self._filling: dict[str, int] = collections.defaultdict(int)
         self._tasks: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Task] = set()  # removals of released sandboxes, never cancelled
         self.busy = 0
         self.created = 0
         self.create_failures = 0
@@ -69,9 +70,12 @@ class WarmPool:
         return sandbox
 
     async def release(self, sandbox: Sandbox) -> None:
-        """Close a used sandbox (never reused: it is no longer pristine)."""
+        """Close a used sandbox (never reused: it is no longer pristine), in the background: the
+        episode or grading that used it need not wait for the container's removal."""
         self.busy -= 1
-        await self._discard(sandbox)
+        task = asyncio.get_running_loop().create_task(self._discard(sandbox))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _alive(self, sandbox: Sandbox) -> bool:
         """Dead if its stream closed (a killed container or engine closes it); a command round
@@ -156,4 +160,4 @@ class WarmPool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         warm = [sb for q in self._ready.values() for sb in q]
         self._ready.clear()
-        await asyncio.gather(*(self._discard(sb) for sb in warm))
+        await asyncio.gather(*(self._discard(sb) for sb in warm), *self._closing)
