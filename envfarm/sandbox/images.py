@@ -164,8 +164,9 @@ def _build_rootfs_image() -> str:
                 "debootstrap) or `docker load` an envfarm/base:bookworm image"
             )
         _log("installing debootstrap")
-        _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "apt-get install debootstrap",
-             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update", "-qq"], "apt-get update", env=apt_env)
+        _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "apt-get install debootstrap", env=apt_env)
     mirror = os.environ.get("ENVFARM_DEBIAN_MIRROR") or debian_mirror()
     with tempfile.TemporaryDirectory(prefix="envfarm-rootfs-") as root:
         _log(f"debootstrap bookworm from {mirror} (about a minute)")
