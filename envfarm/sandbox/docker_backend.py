@@ -23,6 +23,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 
 from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
@@ -294,21 +295,28 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
     return container
 
 
-def remove_container(container_id: str) -> None:
-    """Force-remove one container, retrying engine hiccups; a missing container is fine."""
+def remove_container(container_id: str, patience_s: float = 30.0) -> None:
+    """Force-remove one container; a missing container is fine.
+
+    Engine hiccups are retried with backoff for up to `patience_s`, so a container whose engine is
+    restarting is still removed once it is back instead of being left behind.
+    """
     api = docker_client().api
-    for attempt in range(3):
+    deadline = time.monotonic() + patience_s
+    delay = 0.2
+    while True:
         try:
             api.remove_container(container_id, force=True, v=True)
             return
         except docker.errors.NotFound:
             return
-        except docker.errors.APIError as exc:
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as exc:
             if "already in progress" in str(exc):
                 return
-            if attempt == 2:
+            if time.monotonic() + delay > deadline:
                 raise SandboxError(f"could not remove container {container_id[:12]}: {exc}") from exc
-            time.sleep(0.2 * (attempt + 1))
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def list_containers(**label_filters: str) -> list[Any]:
