@@ -116,6 +116,7 @@ class ShellSession:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._exec_id = ""
+        self._dead_exec = ""  # the exec of a shell that exited, to read its exit status
         self._demux = _Demux()
         self._pending = bytearray()  # demuxed bytes read but not yet consumed
         self.shell_pid = 0
@@ -241,8 +242,6 @@ class ShellSession:
             except Exception:  # noqa: BLE001 - the socket may already be gone
                 pass
         self._reader = self._writer = None
-
-    _dead_exec: str = ""
 
 
 def _quote(s: str) -> str:
