@@ -137,3 +137,52 @@ def test_fake_passed_lines_printed_by_the_code_do_not_resolve(fixture_tasks):
     result = _grade(task, patch)
     assert not result.resolved
     assert result.error_kind is None
+
+
+def test_grading_says_where_its_time_went(fixture_tasks):
+    result = _grade(fixture_tasks[0], fixture_tasks[0].patch)
+    assert result.resolved
+    assert list(result.phases) == ["sandbox", "prepare", "patch", "tests", "parse", "close"]
+    assert all(v >= 0 for v in result.phases.values())
+    assert sum(result.phases.values()) <= result.seconds + 1e-3
+
+
+def test_grading_sandbox_reaches_the_agents_base_commit_without_reinitialising(fixture_tasks):
+    """Both ways give the same commit; only the agent's way erases the clean code's objects."""
+    task = fixture_tasks[0]
+
+    async def objects(for_agent: bool) -> tuple[str, int]:
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
+        try:
+            await prepare_repository(sb, task, for_agent=for_agent)  # raises on a different hash
+            res = await sb.exec("cd /testbed && git status --porcelain | wc -l; "
+                                "git cat-file --batch-all-objects --batch-check | wc -l")
+            dirty, count = res.output.split()
+            return dirty, int(count)
+        finally:
+            await sb.close()
+
+    async def main():
+        return await asyncio.gather(objects(True), objects(False))
+
+    (agent_dirty, agent_objects), (grading_dirty, grading_objects) = asyncio.run(main())
+    assert agent_dirty == grading_dirty == "0"
+    assert grading_objects > agent_objects  # the image's clean commit is still there: no re-init
+
+
+def test_images_carry_the_byte_code_grading_reads(fixture_tasks):
+    """The eval runs with a byte-code prefix; the image compiled pytest and the repository into it."""
+    from envfarm.tasks.grading import PYCACHE_PREFIX
+
+    task = fixture_tasks[0]
+    probe = ("import importlib.util, os, _pytest, inflection; "
+             "print(*(os.path.exists(importlib.util.cache_from_source(m.__file__)) for m in (_pytest, inflection)))")
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
+        try:
+            return (await sb.exec(f"cd /testbed && PYTHONPYCACHEPREFIX={PYCACHE_PREFIX} python3 -c '{probe}'")).output
+        finally:
+            await sb.close()
+
+    assert asyncio.run(main()).split() == ["True", "True"]

@@ -37,8 +37,11 @@ from envfarm.tasks.setup import prepare_repository
 
 PATCH_PATH = "/tmp/.envfarm_model.patch"
 EVAL_PATH = "/tmp/.envfarm_eval.sh"
-# Environment of the test run: no user site-packages, byte code cached outside the repository.
-EVAL_ENV = "PYTHONNOUSERSITE=1 PYTHONPYCACHEPREFIX=/tmp/.envfarm_pycache"
+# Environment of the test run: no user site-packages, byte code read from outside the repository.
+# envfarm's images compile the standard library, pytest and the repository into this prefix
+# (images/base/Dockerfile); in other images it is empty and Python compiles on import.
+PYCACHE_PREFIX = "/opt/envfarm/pycache"
+EVAL_ENV = f"PYTHONNOUSERSITE=1 PYTHONPYCACHEPREFIX={PYCACHE_PREFIX}"
 
 SandboxFactory = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
 
@@ -69,6 +72,8 @@ class GradeResult:
     log_tail: str = ""
     seconds: float = 0.0
     patch_report: dict[str, Any] = field(default_factory=dict)  # see envfarm.tasks.patch_guard
+    # where the seconds went: sandbox (acquire), prepare (base commit), patch, tests, parse, close
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def infrastructure_failure(self) -> bool:
@@ -137,11 +142,21 @@ async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
                            timeout: float = 600.0) -> GradeResult:
     """Grade in a sandbox that is fresh from the task's image (the caller owns and closes it)."""
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+    clock = started
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(now - clock, 4)
+        clock = now
+
     refused = refuse_patch(task, patch)
     if refused is not None:
         return refused
     report: PatchReport = inspect_patch(patch, task.restored_files)
-    await prepare_repository(sandbox, task)
+    await prepare_repository(sandbox, task, for_agent=False)
+    lap("prepare")
     applied, out = await apply_patch(sandbox, patch)
     if not applied:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_FAILED,
@@ -155,14 +170,19 @@ async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
     # get_logs_eval cross-checks against the parsed log (code that prints fake PASSED lines)
     script = make_test_spec(task.swebench_instance()).eval_script
     await sandbox.write_file(EVAL_PATH, script, mode=0o755)
+    lap("patch")
     res = await sandbox.exec(f"{EVAL_ENV} bash {EVAL_PATH}", timeout=timeout, output_limit=8 << 20)
+    lap("tests")
     if res.timed_out:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.TIMEOUT,
                            error=f"the tests ran past {timeout:g} s", log_tail=res.output[-4000:],
-                           seconds=time.perf_counter() - started, patch_report=report.to_dict())
+                           seconds=time.perf_counter() - started, patch_report=report.to_dict(),
+                           phases=phases)
     result = grade_log(task, res.output)
+    lap("parse")
     result.seconds = time.perf_counter() - started
     result.patch_report = report.to_dict()
+    result.phases = phases
     return result
 
 
@@ -180,10 +200,14 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
     if refused is not None:
         return refused
     sandbox: Sandbox | None = None
+    result: GradeResult | None = None
     try:
         sandbox = await sandbox_factory(SandboxSpec(image=task.image, labels=labels or {}),
                                         task.instance_id)
-        return await grade_in_sandbox(sandbox, task, patch, timeout)
+        acquired = time.perf_counter() - started
+        result = await grade_in_sandbox(sandbox, task, patch, timeout)
+        result.phases = {"sandbox": round(acquired, 4), **result.phases}
+        return result
     except ImageMissingError:
         raise
     except SandboxError as exc:
@@ -191,4 +215,8 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
                            error=str(exc), seconds=time.perf_counter() - started)
     finally:
         if sandbox is not None:
+            closing = time.perf_counter()
             await sandbox.close()
+            if result is not None:
+                result.phases["close"] = round(time.perf_counter() - closing, 4)
+                result.seconds = time.perf_counter() - started
