@@ -171,18 +171,30 @@ def test_grading_sandbox_reaches_the_agents_base_commit_without_reinitialising(f
 
 
 def test_images_carry_the_byte_code_grading_reads(fixture_tasks):
-    """The eval runs with a byte-code prefix; the image compiled pytest and the repository into it."""
+    """The eval runs with a byte-code prefix; the image compiled pytest, the repository and the
+    test modules as pytest rewrites them into it, and the eval script's reset of the test files
+    leaves unchanged ones alone (so that byte code stays valid)."""
     from envfarm.tasks.grading import PYCACHE_PREFIX
 
     task = fixture_tasks[0]
     probe = ("import importlib.util, os, _pytest, inflection; "
              "print(*(os.path.exists(importlib.util.cache_from_source(m.__file__)) for m in (_pytest, inflection)))")
+    test_file = task.restored_files[0]
 
     async def main():
         sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
         try:
-            return (await sb.exec(f"cd /testbed && PYTHONPYCACHEPREFIX={PYCACHE_PREFIX} python3 -c '{probe}'")).output
+            await prepare_repository(sb, task, for_agent=False)
+            found = (await sb.exec(f"cd /testbed && PYTHONPYCACHEPREFIX={PYCACHE_PREFIX} python3 -c '{probe}'")).output
+            rewritten = (await sb.exec(f"ls {PYCACHE_PREFIX}/testbed | grep -c -- '-pytest-'")).output
+            before = (await sb.exec(f"cd /testbed && stat -c %Y {test_file}")).output
+            await sb.exec(f"sleep 1.1; cd /testbed && git checkout -q {task.base_commit} -- {test_file}")
+            after = (await sb.exec(f"cd /testbed && stat -c %Y {test_file}")).output
+            return found.split(), int(rewritten), before, after
         finally:
             await sb.close()
 
-    assert asyncio.run(main()).split() == ["True", "True"]
+    found, rewritten, before, after = asyncio.run(main())
+    assert found == ["True", "True"]
+    assert rewritten >= 1
+    assert before == after

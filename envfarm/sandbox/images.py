@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,13 @@ class Project:
     @property
     def image(self) -> str:
         return repo_image_tag(self.name, self.version)
+
+    @property
+    def collect_cmd(self) -> str:
+        """The project's test command as a pytest collection run, with its environment: run once
+        at image build so the test modules pytest rewrites are compiled into the image."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        return f"{'env ' + env + ' ' if env else ''}{self.test_cmd} --collect-only -q"
 
 
 def repo_image_tag(name: str, version: str) -> str:
@@ -249,7 +257,7 @@ def build_repo(project: Project, force: bool = False) -> str:
         build_base()
         base_spec = _image_label(BASE_TAG)
     dockerfile = images_dir() / "repo" / "Dockerfile"
-    spec_src = json.dumps([project.name, project.version, list(project.test_deps)])
+    spec_src = json.dumps([project.name, project.version, list(project.test_deps), project.collect_cmd])
     spec = _hash(dockerfile.read_bytes(), spec_src, base_spec or "")
     if not force and _image_label(project.image) == spec:
         _log(f"{project.image} is up to date")
@@ -261,7 +269,7 @@ def build_repo(project: Project, force: bool = False) -> str:
         (Path(ctx) / "wheels").mkdir()
         for w in wheels:
             shutil.copy(w, Path(ctx) / "wheels" / w.name)
-        _docker_build(project.image, Path(ctx), dockerfile, {"BASE": BASE_TAG},
+        _docker_build(project.image, Path(ctx), dockerfile, {"BASE": BASE_TAG, "COLLECT": project.collect_cmd},
                       {"envfarm.spec": spec, "envfarm.project": project.name,
                        "envfarm.version": project.version, "envfarm.license": project.license})
     return project.image

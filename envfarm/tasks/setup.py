@@ -23,6 +23,9 @@ async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed"
     from `git log -p`). Grading sandboxes are never seen by an agent: there the same commit is
     written from the index (`git apply --cached`, `git commit-tree`) without re-hashing every
     file, a tenth of the time; a repository whose index does not match falls back to re-init.
+    The index's file stats are then refreshed (hashing, not writing objects), so that the eval
+    script's `git checkout <base> -- tests` leaves unchanged test files alone and the byte code
+    the image holds for them stays valid.
     """
     await sandbox.write_file(BUG_PATCH_PATH, bug_patch)
     reinit = (f"git apply {BUG_PATCH_PATH} && rm -rf .git && git init -q && git add -A && "
@@ -31,7 +34,8 @@ async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed"
         make = reinit
     else:
         from_index = (f"git apply --cached {BUG_PATCH_PATH} && git apply {BUG_PATCH_PATH} && "
-                      f"git update-ref HEAD \"$({FIXED_DATES} git commit-tree \"$(git write-tree)\" -m base)\"")
+                      f"git update-ref HEAD \"$({FIXED_DATES} git commit-tree \"$(git write-tree)\" -m base)\" && "
+                      "{ git update-index -q --refresh >/dev/null || :; }")
         make = f"{{ {from_index}; }} || {{ {reinit}; }}"
     res = await sandbox.exec(
         f"cd {workdir} && {{ {make}; }} && rm -f {BUG_PATCH_PATH} && git rev-parse HEAD", timeout=120,
