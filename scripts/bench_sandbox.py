@@ -2,7 +2,7 @@
 
 (a) a trivial command through the persistent session vs one `docker exec` per command, on the
     same container, interleaved so that machine noise hits both alike;
-(b) sandbox create and close;
+(b) sandbox create and close, and the machine's CPU they cost;
 (c) grading one fixture task with its gold patch (fresh sandbox, bug commit, patch, tests).
 
     python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--json]
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
+from pathlib import Path
 
 from benchlib import pct, report
 
@@ -26,6 +28,12 @@ from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 
 async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
     return await DockerSandbox.create(spec, run="bench", task=task_id)
+
+
+def machine_cpu_s() -> float:
+    """CPU time the whole machine has spent busy (every process, the engine and the kernel)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
 async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]:
@@ -47,6 +55,7 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
     finally:
         await sb.close()
     creates, closes = [], []
+    cpu_before = machine_cpu_s()
     for _ in range(lifecycles):
         t = time.perf_counter()
         sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
@@ -54,13 +63,17 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         t = time.perf_counter()
         await sb.close()
         closes.append(time.perf_counter() - t)
+    lifecycle_cpu = (machine_cpu_s() - cpu_before) / max(1, lifecycles)
     task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
-    grades = []
+    grades: list[float] = []
+    phases: dict[str, list[float]] = {}
     for _ in range(gradings):
         t = time.perf_counter()
         result = await grade(task, task.patch, factory)
         grades.append(time.perf_counter() - t)
         assert result.resolved, result
+        for name, seconds in result.phases.items():
+            phases.setdefault(name, []).append(seconds)
     ms = 1000.0
     return {
         "session_exec_p50_ms": statistics.median(session) * ms,
@@ -72,8 +85,13 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         "create_p95_ms": pct(creates, 0.95) * ms,
         "close_p50_ms": statistics.median(closes) * ms,
         "close_p95_ms": pct(closes, 0.95) * ms,
+        # the machine's CPU per create + close (engine, runtime, kernel, this process): what a warm
+        # pool moves off the critical path but not off the cores
+        "lifecycle_machine_cpu_ms": lifecycle_cpu * ms,
         "grade_p50_s": statistics.median(grades),
         "grade_p95_s": pct(grades, 0.95),
+        # one grade's parts (GradeResult.phases): fresh sandbox, base commit, patch, tests, parse, removal
+        **{f"grade_{name}_p50_s": statistics.median(values) for name, values in phases.items()},
         "session_samples": len(session),
         "docker_exec_samples": len(dexec),
     }
