@@ -141,6 +141,11 @@ def test_small_files_through_the_session_large_or_unwritable_through_the_engine(
                                                  "644 1000 21"]
         assert await sb.read_file("a/small.bin") == small and await sb.read_file("a/large.bin") == large
         assert (await sb.exec("touch /etc/x")).exit_code != 0  # the user really may not write there
+        # a shell the agent changed (noclobber, functions shadowing the tools) still gets the bytes
+        await sb.exec("set -o noclobber; base64() { echo sabotage; }; chmod() { return 1; }")
+        await sb.write_file("a/small.bin", small[::-1], mode=0o600)
+        assert await sb.read_file("a/small.bin") == small[::-1]
+        assert (await sb.exec("stat -c %a a/small.bin")).output.strip() == "600"
 
     sandbox_run(body)
 

@@ -221,8 +221,10 @@ class DockerSandbox:
         target = f"{parent}/{name}"
         if len(payload) <= SESSION_WRITE_MAX:
             encoded = base64.b64encode(payload).decode()
-            res = await self.exec(f"mkdir -p {_q(parent or '/')} && base64 -d > {_q(target)} <<'{WRITE_HEREDOC}'\n"
-                                  f"{encoded}\n{WRITE_HEREDOC}\nchmod {mode:o} {_q(target)}", timeout=30)
+            # `command`: a shell function the agent defined under these names is not called
+            res = await self.exec(f"command mkdir -p {_q(parent or '/')} && command base64 -d > {_q(target)} "
+                                  f"<<'{WRITE_HEREDOC}' && command chmod {mode:o} {_q(target)}\n"
+                                  f"{encoded}\n{WRITE_HEREDOC}", timeout=30)
             if res.exit_code == 0:
                 return
         await self.exec(f"mkdir -p {_q(parent or '/')}", timeout=30)
