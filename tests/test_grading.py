@@ -148,32 +148,37 @@ def test_grading_says_where_its_time_went(fixture_tasks):
 
 
 def test_grading_sandbox_reaches_the_agents_base_commit_without_reinitialising(fixture_tasks):
-    """Both ways give the same commit; only the agent's way erases the clean code's objects."""
+    """Both ways give the same commit and leave nothing of the clean code in `.git` (code under
+    test could apply it while the tests run); only the agent's way rewrites every object."""
     task = fixture_tasks[0]
 
-    async def objects(for_agent: bool) -> tuple[str, int]:
+    async def inspect(for_agent: bool) -> tuple[str, str, str, int]:
         sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
         try:
+            clean = (await sb.exec("cd /testbed && git rev-parse HEAD && touch /tmp/.started")).output.split()[0]
             await prepare_repository(sb, task, for_agent=for_agent)  # raises on a different hash
-            res = await sb.exec("cd /testbed && git status --porcelain | wc -l; "
-                                "git cat-file --batch-all-objects --batch-check | wc -l")
-            dirty, count = res.output.split()
-            return dirty, int(count)
+            res = await sb.exec(f"cd /testbed && git status --porcelain | wc -l; "
+                                f"git cat-file -e {clean} 2>/dev/null && echo clean-kept || echo clean-gone; "
+                                f"git log -g --format=%H 2>/dev/null | grep -c {clean}; "
+                                "find .git/objects -type f ! -newer /tmp/.started | wc -l")
+            dirty, clean_state, reflog, old_objects = res.output.split()
+            return dirty, clean_state, reflog, int(old_objects)
         finally:
             await sb.close()
 
     async def main():
-        return await asyncio.gather(objects(True), objects(False))
+        return await asyncio.gather(inspect(True), inspect(False))
 
-    (agent_dirty, agent_objects), (grading_dirty, grading_objects) = asyncio.run(main())
-    assert agent_dirty == grading_dirty == "0"
-    assert grading_objects > agent_objects  # the image's clean commit is still there: no re-init
+    agent, grading = asyncio.run(main())
+    assert agent[:3] == grading[:3] == ("0", "clean-gone", "0")
+    assert agent[3] == 0 and grading[3] > 0  # the grading way kept the image's unchanged objects
 
 
-def test_images_carry_the_byte_code_grading_reads(fixture_tasks):
-    """The eval runs with a byte-code prefix; the image compiled pytest, the repository and the
-    test modules as pytest rewrites them into it, and the eval script's reset of the test files
-    leaves unchanged ones alone (so that byte code stays valid)."""
+def test_images_carry_the_byte_code_grading_reads_and_none_of_the_source(fixture_tasks):
+    """The eval runs with a byte-code prefix; the image compiled pytest and the test modules as
+    pytest rewrites them into it, never the repository's source (agents start from this image:
+    the clean code's byte code would be the fix), and the eval script's reset of the test files
+    leaves unchanged ones alone (so their byte code stays valid)."""
     from envfarm.tasks.grading import PYCACHE_PREFIX
 
     task = fixture_tasks[0]
@@ -186,15 +191,37 @@ def test_images_carry_the_byte_code_grading_reads(fixture_tasks):
         try:
             await prepare_repository(sb, task, for_agent=False)
             found = (await sb.exec(f"cd /testbed && PYTHONPYCACHEPREFIX={PYCACHE_PREFIX} python3 -c '{probe}'")).output
-            rewritten = (await sb.exec(f"ls {PYCACHE_PREFIX}/testbed | grep -c -- '-pytest-'")).output
+            listing = (await sb.exec(f"find {PYCACHE_PREFIX}/testbed -type f")).output.split()
             before = (await sb.exec(f"cd /testbed && stat -c %Y {test_file}")).output
             await sb.exec(f"sleep 1.1; cd /testbed && git checkout -q {task.base_commit} -- {test_file}")
             after = (await sb.exec(f"cd /testbed && stat -c %Y {test_file}")).output
-            return found.split(), int(rewritten), before, after
+            return found.split(), listing, before, after
         finally:
             await sb.close()
 
-    found, rewritten, before, after = asyncio.run(main())
-    assert found == ["True", "True"]
-    assert rewritten >= 1
+    found, listing, before, after = asyncio.run(main())
+    assert found == ["True", "False"]  # pytest's byte code is there, the package's is not
+    assert listing and all("-pytest-" in f and f"/testbed/{test_file.removesuffix('.py')}" in f for f in listing)
     assert before == after
+
+
+def test_grading_base_commit_falls_back_to_reinitialising_when_the_hash_differs(fixture_tasks):
+    """A fast commit that does not give the expected hash (a patch git's index sees differently,
+    e.g. one adding an ignored file) is redone the agent's way from the patched files."""
+    from envfarm.tasks.setup import commit_bug
+
+    task = fixture_tasks[0]
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests")
+        try:
+            await sb.exec("touch /tmp/.started")
+            head = await commit_bug(sb, task.bug_patch, erase_history=False, expected="0" * 40)
+            old = (await sb.exec("cd /testbed && find .git/objects -type f ! -newer /tmp/.started | wc -l")).output
+            return head, int(old)
+        finally:
+            await sb.close()
+
+    head, old_objects = asyncio.run(main())
+    assert head == task.base_commit  # re-initialised from the patched files: the same tree
+    assert old_objects == 0

@@ -221,8 +221,9 @@ class DockerSandbox:
         target = f"{parent}/{name}"
         if len(payload) <= SESSION_WRITE_MAX:
             encoded = base64.b64encode(payload).decode()
-            # `command`: a shell function the agent defined under these names is not called
-            res = await self.exec(f"command mkdir -p {_q(parent or '/')} && command base64 -d > {_q(target)} "
+            # `command` and `>|`: the agent's own functions of these names and noclobber do not
+            # get in the way (an agent set on breaking its own shell can still break its writes)
+            res = await self.exec(f"command mkdir -p {_q(parent or '/')} && command base64 -d >| {_q(target)} "
                                   f"<<'{WRITE_HEREDOC}' && command chmod {mode:o} {_q(target)}\n"
                                   f"{encoded}\n{WRITE_HEREDOC}", timeout=30)
             if res.exit_code == 0:

@@ -257,7 +257,8 @@ def build_repo(project: Project, force: bool = False) -> str:
         build_base()
         base_spec = _image_label(BASE_TAG)
     dockerfile = images_dir() / "repo" / "Dockerfile"
-    spec_src = json.dumps([project.name, project.version, list(project.test_deps), project.collect_cmd])
+    spec_src = json.dumps([project.name, project.version, list(project.test_deps), project.collect_cmd,
+                           list(project.test_files)])
     spec = _hash(dockerfile.read_bytes(), spec_src, base_spec or "")
     if not force and _image_label(project.image) == spec:
         _log(f"{project.image} is up to date")
@@ -269,7 +270,8 @@ def build_repo(project: Project, force: bool = False) -> str:
         (Path(ctx) / "wheels").mkdir()
         for w in wheels:
             shutil.copy(w, Path(ctx) / "wheels" / w.name)
-        _docker_build(project.image, Path(ctx), dockerfile, {"BASE": BASE_TAG, "COLLECT": project.collect_cmd},
+        _docker_build(project.image, Path(ctx), dockerfile, {"BASE": BASE_TAG, "COLLECT": project.collect_cmd,
+                                                                  "TEST_FILES": " ".join(project.test_files)},
                       {"envfarm.spec": spec, "envfarm.project": project.name,
                        "envfarm.version": project.version, "envfarm.license": project.license})
     return project.image

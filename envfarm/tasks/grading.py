@@ -141,6 +141,10 @@ def refuse_patch(task: Task, patch: str) -> GradeResult | None:
 async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
                            timeout: float = 600.0) -> GradeResult:
     """Grade in a sandbox that is fresh from the task's image (the caller owns and closes it)."""
+    refused = refuse_patch(task, patch)
+    if refused is not None:
+        return refused
+    report: PatchReport = inspect_patch(patch, task.restored_files)
     started = time.perf_counter()
     phases: dict[str, float] = {}
     clock = started
@@ -151,17 +155,15 @@ async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
         phases[name] = round(now - clock, 4)
         clock = now
 
-    refused = refuse_patch(task, patch)
-    if refused is not None:
-        return refused
-    report: PatchReport = inspect_patch(patch, task.restored_files)
     await prepare_repository(sandbox, task, for_agent=False)
     lap("prepare")
     applied, out = await apply_patch(sandbox, patch)
     if not applied:
+        lap("patch")
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_FAILED,
                            error="patch did not apply to the base commit", log_tail=out[-4000:],
-                           seconds=time.perf_counter() - started, patch_report=report.to_dict())
+                           seconds=time.perf_counter() - started, patch_report=report.to_dict(),
+                           phases=phases)
     if report.reverted:
         res = await sandbox.exec(revert_command(report.reverted, task.base_commit, "/testbed"), timeout=120)
         if res.exit_code != 0:
@@ -195,10 +197,10 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
         async def sandbox_factory(spec: SandboxSpec, task_id: str) -> Sandbox:
             return await DockerSandbox.create(spec, task=task_id)
 
-    started = time.perf_counter()
-    refused = refuse_patch(task, patch)
+    refused = refuse_patch(task, patch)  # before any sandbox: a refused patch costs nothing
     if refused is not None:
         return refused
+    started = time.perf_counter()
     sandbox: Sandbox | None = None
     result: GradeResult | None = None
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from envfarm.sandbox.base import Sandbox, SandboxError
 from envfarm.tasks.schema import Task
 
@@ -14,29 +16,34 @@ class TaskSetupError(SandboxError):
 
 
 async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed", *,
-                     erase_history: bool = True) -> str:
+                     erase_history: bool = True, expected: str | None = None) -> str:
     """Apply `bug_patch` to the clean repository and make it the one root commit; returns its hash.
 
-    The commit has fixed author, committer and dates, so the hash is the same wherever it is made.
-    With `erase_history` (every sandbox an agent sees) the repository is re-initialised, so no
-    history or object in `.git` shows the clean code (an agent could otherwise read the answer
-    from `git log -p`). Grading sandboxes are never seen by an agent: there the same commit is
-    written from the index (`git apply --cached`, `git commit-tree`) without re-hashing every
-    file, a tenth of the time; a repository whose index does not match falls back to re-init.
-    The index's file stats are then refreshed (hashing, not writing objects), so that the eval
-    script's `git checkout <base> -- tests` leaves unchanged test files alone and the byte code
-    the image holds for them stays valid.
+    The commit has fixed author, committer and dates, so the hash is the same wherever it is made,
+    and no history or object in `.git` may show the clean code: an agent could read the answer
+    from `git log -p`, and code under test could apply it while the tests run. With
+    `erase_history` (every sandbox an agent works in) the repository is re-initialised. Without
+    it (grading), the same commit is written from the index (`git apply --cached`, `git
+    commit-tree`) and the clean commit's objects are pruned, a tenth of the time for the same
+    result; when the clean commit survives (packed objects) or the hash is not `expected`, the
+    repository is re-initialised from the patched files. The index's file stats are refreshed,
+    so the eval script's `git checkout <base> -- tests` leaves unchanged test files (and the
+    byte code the image holds for them) alone.
     """
     await sandbox.write_file(BUG_PATCH_PATH, bug_patch)
-    reinit = (f"git apply {BUG_PATCH_PATH} && rm -rf .git && git init -q && git add -A && "
-              f"{FIXED_DATES} git commit -q -m base")
+    reinit_tree = f"rm -rf .git && git init -q && git add -A && {FIXED_DATES} git commit -q -m base"
     if erase_history:
-        make = reinit
+        make = f"git apply {BUG_PATCH_PATH} && {reinit_tree}"
     else:
-        from_index = (f"git apply --cached {BUG_PATCH_PATH} && git apply {BUG_PATCH_PATH} && "
-                      f"git update-ref HEAD \"$({FIXED_DATES} git commit-tree \"$(git write-tree)\" -m base)\" && "
-                      "{ git update-index -q --refresh >/dev/null || :; }")
-        make = f"{{ {from_index}; }} || {{ {reinit}; }}"
+        check = f' || [ "$(git rev-parse HEAD)" != {shlex.quote(expected)} ]' if expected else ""
+        make = (
+            f"clean=$(git rev-parse HEAD) && if git apply --cached {BUG_PATCH_PATH} && git apply {BUG_PATCH_PATH}; "
+            f"then git update-ref HEAD \"$({FIXED_DATES} git commit-tree \"$(git write-tree)\" -m base)\" && "
+            "rm -rf .git/logs && git prune --expire=now && "
+            "{ git update-index -q --refresh >/dev/null || :; } && "
+            f"if git cat-file -e \"$clean\" 2>/dev/null{check}; then {reinit_tree}; fi; "
+            f"else git apply {BUG_PATCH_PATH} && {reinit_tree}; fi"
+        )
     res = await sandbox.exec(
         f"cd {workdir} && {{ {make}; }} && rm -f {BUG_PATCH_PATH} && git rev-parse HEAD", timeout=120,
     )
@@ -49,7 +56,7 @@ async def prepare_repository(sandbox: Sandbox, task: Task, workdir: str = "/test
                              for_agent: bool = True) -> None:
     """Bring a fresh sandbox to `base_commit` (made from `bug_patch` when the task has one).
 
-    `for_agent=False` (grading) keeps the clean code's objects in `.git`: see `commit_bug`.
+    `for_agent=False` (grading) takes the cheaper way to the same commit: see `commit_bug`.
 
     A hash mismatch means the image is not the one the task was made from. Simulated sandboxes
     (the sim backend) hold no repository: they pay the time of the set-up command and no more.
@@ -58,7 +65,8 @@ async def prepare_repository(sandbox: Sandbox, task: Task, workdir: str = "/test
         await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit}", timeout=60)
         return
     if task.bug_patch:
-        head = await commit_bug(sandbox, task.bug_patch, workdir, erase_history=for_agent)
+        head = await commit_bug(sandbox, task.bug_patch, workdir, erase_history=for_agent,
+                                expected=task.base_commit)
         ok = True
     else:
         res = await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit} && "
