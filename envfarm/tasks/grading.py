@@ -38,8 +38,9 @@ from envfarm.tasks.setup import prepare_repository
 PATCH_PATH = "/tmp/.envfarm_model.patch"
 EVAL_PATH = "/tmp/.envfarm_eval.sh"
 # Environment of the test run: no user site-packages, byte code read from outside the repository.
-# envfarm's images compile the standard library, pytest and the repository into this prefix
-# (images/base/Dockerfile); in other images it is empty and Python compiles on import.
+# envfarm's images compile the standard library, pytest and the test modules as pytest rewrites
+# them into this prefix, never the repository's source (images/*/Dockerfile); in other images it
+# is empty and Python compiles on import.
 PYCACHE_PREFIX = "/opt/envfarm/pycache"
 EVAL_ENV = f"PYTHONNOUSERSITE=1 PYTHONPYCACHEPREFIX={PYCACHE_PREFIX}"
 

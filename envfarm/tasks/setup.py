@@ -24,8 +24,8 @@ async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed"
     from `git log -p`, and code under test could apply it while the tests run. With
     `erase_history` (every sandbox an agent works in) the repository is re-initialised. Without
     it (grading), the same commit is written from the index (`git apply --cached`, `git
-    commit-tree`) and the clean commit's objects are pruned, a tenth of the time for the same
-    result; when the clean commit survives (packed objects) or the hash is not `expected`, the
+    commit-tree`) and the clean commit's objects are pruned: the same result without hashing and
+    compressing every file again; when the clean commit survives (packed objects) or the hash is not `expected`, the
     repository is re-initialised from the patched files. The index's file stats are refreshed,
     so the eval script's `git checkout <base> -- tests` leaves unchanged test files (and the
     byte code the image holds for them) alone.
