@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import swebench.harness.run_evaluation as harness
+from benchlib import phase_medians
 from swebench.harness.utils import make_test_spec
 
 from envfarm.farm.admission import AdmissionControl
@@ -81,13 +82,12 @@ async def make_instance_image(task: Task) -> str:
 
 
 async def run_envfarm(tasks: list[Task], workers: int) -> tuple[float, dict[str, bool | None], dict[str, float],
-                                                                 dict[str, list[float]]]:
+                                                                 dict[str, dict[str, float]]]:
     """envfarm grades as the farm does: fresh sandboxes from a warm pool, removed in the background."""
     sem = asyncio.Semaphore(workers)
     verdicts: dict[str, bool | None] = {}
     seconds: dict[str, float] = {}
-    phases: dict[str, list[float]] = {}
-    per_task: dict[str, dict[str, float]] = {}
+    phases: dict[str, dict[str, float]] = {}  # task -> GradeResult.phases
 
     async def create(spec: SandboxSpec, task_id: str) -> DockerSandbox:
         return await DockerSandbox.create(spec, run="bench-grading", task=task_id)
@@ -101,9 +101,7 @@ async def run_envfarm(tasks: list[Task], workers: int) -> tuple[float, dict[str,
             res = await grade(task, task.patch, factory)
             seconds[task.instance_id] = time.perf_counter() - started
             verdicts[task.instance_id] = None if res.error_kind else res.resolved
-            per_task[task.instance_id] = res.phases
-            for name, value in res.phases.items():
-                phases.setdefault(name, []).append(value)
+            phases[task.instance_id] = res.phases
 
     images = {t.image for t in tasks}
     for image in images:
@@ -113,9 +111,10 @@ async def run_envfarm(tasks: list[Task], workers: int) -> tuple[float, dict[str,
             await asyncio.sleep(0.1)
         started = time.perf_counter()
         await asyncio.gather(*(one(t) for t in tasks))
-        for task_id, split in per_task.items():
+        wall = time.perf_counter() - started
+        for task_id, split in phases.items():
             print(f"  envfarm {task_id:38s} " + " ".join(f"{k} {v:.2f}" for k, v in split.items()), file=sys.stderr)
-        return time.perf_counter() - started, verdicts, seconds, phases
+        return wall, verdicts, seconds, phases
     finally:
         await pool.close()
 
@@ -238,7 +237,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "envfarm_overhead_vs_harness_runtime_p50_s":
             round(statistics.median(overhead_vs_harness), 2) if overhead_vs_harness else None,
         # where one grade's time went (GradeResult.phases): medians in seconds
-        **{f"envfarm_{name}_p50_s": round(statistics.median(values), 3) for name, values in ef_phases.items()},
+        **{k: round(v, 3) for k, v in phase_medians(list(ef_phases.values()), "envfarm").items()},
     }
 
 

@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchlib import pct, report
+from benchlib import pct, phase_medians, report
 
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
@@ -66,14 +66,13 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
     lifecycle_cpu = (machine_cpu_s() - cpu_before) / max(1, lifecycles)
     task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
     grades: list[float] = []
-    phases: dict[str, list[float]] = {}
+    phases: list[dict[str, float]] = []
     for _ in range(gradings):
         t = time.perf_counter()
         result = await grade(task, task.patch, factory)
         grades.append(time.perf_counter() - t)
         assert result.resolved, result
-        for name, seconds in result.phases.items():
-            phases.setdefault(name, []).append(seconds)
+        phases.append(result.phases)
     ms = 1000.0
     return {
         "session_exec_p50_ms": statistics.median(session) * ms,
@@ -91,7 +90,7 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         "grade_p50_s": statistics.median(grades),
         "grade_p95_s": pct(grades, 0.95),
         # one grade's parts (GradeResult.phases): fresh sandbox, base commit, patch, tests, parse, removal
-        **{f"grade_{name}_p50_s": statistics.median(values) for name, values in phases.items()},
+        **phase_medians(phases, "grade"),
         "session_samples": len(session),
         "docker_exec_samples": len(dexec),
     }

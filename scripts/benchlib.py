@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from typing import Any
 
 
@@ -10,6 +11,12 @@ def pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by nearest rank: no interpolation, so it is a value that was measured."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def phase_medians(splits: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    """Per-phase medians of several GradeResult.phases, as `<prefix>_<phase>_p50_s` figures."""
+    names = dict.fromkeys(name for split in splits for name in split)
+    return {f"{prefix}_{name}_p50_s": statistics.median(s[name] for s in splits if name in s) for name in names}
 
 
 def report(figures: dict[str, Any], as_json: bool) -> None:

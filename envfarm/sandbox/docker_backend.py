@@ -218,24 +218,25 @@ class DockerSandbox:
         parent, _, name = path.rstrip("/").rpartition("/")
         if not path.startswith("/"):
             parent, name = (self.spec.workdir + "/" + parent).rstrip("/"), name
-        target = f"{parent}/{name}"
+        parent = parent or "/"
+        target = f"{parent.rstrip('/')}/{name}"
         if len(payload) <= SESSION_WRITE_MAX:
             encoded = base64.b64encode(payload).decode()
             # `command` and `>|`: the agent's own functions of these names and noclobber do not
             # get in the way (an agent set on breaking its own shell can still break its writes)
-            res = await self.exec(f"command mkdir -p {_q(parent or '/')} && command base64 -d >| {_q(target)} "
+            res = await self.exec(f"command mkdir -p {_q(parent)} && command base64 -d >| {_q(target)} "
                                   f"<<'{WRITE_HEREDOC}' && command chmod {mode:o} {_q(target)}\n"
                                   f"{encoded}\n{WRITE_HEREDOC}", timeout=30)
             if res.exit_code == 0:
                 return
-        await self.exec(f"mkdir -p {_q(parent or '/')}", timeout=30)
+        await self.exec(f"mkdir -p {_q(parent)}", timeout=30)
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w") as tar:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(payload), mode, int(time.time())
             info.uid = info.gid = 1000
             tar.addfile(info, io.BytesIO(payload))
-        ok = await _in_thread(self._api.put_archive, self.container.id, parent or "/",
+        ok = await _in_thread(self._api.put_archive, self.container.id, parent,
                               archive.getvalue())
         if not ok:
             raise SandboxError(f"sandbox {self.id}: could not write {path}")

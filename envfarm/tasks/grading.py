@@ -123,8 +123,8 @@ async def apply_patch(sandbox: Sandbox, patch: str, workdir: str = "/testbed") -
     return res.exit_code == 0, res.output
 
 
-def refuse_patch(task: Task, patch: str) -> GradeResult | None:
-    """A PATCH_REJECTED result for a patch that must not be applied at all, else None."""
+def screen_patch(task: Task, patch: str) -> GradeResult | PatchReport:
+    """A PATCH_REJECTED result for a patch that must not be applied at all, else its report."""
     if len(patch) > MAX_PATCH_BYTES:  # characters >= bytes / 4: cheap first look at huge input
         size = len(patch.encode("utf-8", errors="surrogateescape"))
         if size > MAX_PATCH_BYTES:
@@ -136,16 +136,21 @@ def refuse_patch(task: Task, patch: str) -> GradeResult | None:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_REJECTED,
                            error=f"the patch touches paths outside the repository: {report.outside_repo[:5]}; "
                                  "not applied", patch_report=report.to_dict())
-    return None
+    return report
 
 
 async def grade_in_sandbox(sandbox: Sandbox, task: Task, patch: str,
                            timeout: float = 600.0) -> GradeResult:
     """Grade in a sandbox that is fresh from the task's image (the caller owns and closes it)."""
-    refused = refuse_patch(task, patch)
-    if refused is not None:
-        return refused
-    report: PatchReport = inspect_patch(patch, task.restored_files)
+    screened = screen_patch(task, patch)
+    if isinstance(screened, GradeResult):
+        return screened
+    return await _grade_screened(sandbox, task, patch, screened, timeout)
+
+
+async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: PatchReport,
+                          timeout: float) -> GradeResult:
+    """grade_in_sandbox for a patch `screen_patch` let through, with its report."""
     started = time.perf_counter()
     phases: dict[str, float] = {}
     clock = started
@@ -198,9 +203,9 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
         async def sandbox_factory(spec: SandboxSpec, task_id: str) -> Sandbox:
             return await DockerSandbox.create(spec, task=task_id)
 
-    refused = refuse_patch(task, patch)  # before any sandbox: a refused patch costs nothing
-    if refused is not None:
-        return refused
+    screened = screen_patch(task, patch)  # before any sandbox: a refused patch costs nothing
+    if isinstance(screened, GradeResult):
+        return screened
     started = time.perf_counter()
     sandbox: Sandbox | None = None
     result: GradeResult | None = None
@@ -208,7 +213,7 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
         sandbox = await sandbox_factory(SandboxSpec(image=task.image, labels=labels or {}),
                                         task.instance_id)
         acquired = time.perf_counter() - started
-        result = await grade_in_sandbox(sandbox, task, patch, timeout)
+        result = await _grade_screened(sandbox, task, patch, screened, timeout)
         result.phases = {"sandbox": round(acquired, 4), **result.phases}
         return result
     except ImageMissingError:
