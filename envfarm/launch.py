@@ -138,7 +138,6 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
 
 async def run_farm(args: argparse.Namespace) -> int:
     from envfarm.rollout.store import TrajectoryStore
-    from envfarm.rollout.trajectory import Trajectory
     from envfarm.tasks.loading import load, round_robin_by_project
 
     tasks = round_robin_by_project(load(args.tasks))
@@ -159,7 +158,7 @@ async def run_farm(args: argparse.Namespace) -> int:
         await farm.prewarm(t.image for t in tasks)
         async with display.running(farm):
             async for record in farm.run(tasks, group_size=args.group_size, episodes=episodes):
-                store.write(Trajectory.from_dict(record))
+                store.write(record)
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
     finally:

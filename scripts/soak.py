@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from envfarm.errors import ErrorKind  # noqa: E402
 from envfarm.farm.scheduler import EnvFarm, FarmConfig  # noqa: E402
 from envfarm.tasks.loading import load_builtin  # noqa: E402
 
@@ -74,10 +75,10 @@ async def _phase(cfg: FarmConfig, tasks: list, episodes: int, group_size: int, r
         start_stats: list[dict[str, Any]] = []
         warm_after = max(1, episodes // 10)  # start figures once every module is imported and pools are full
         async for record in farm.run(tasks, group_size=group_size, episodes=episodes):
-            ids.append(record["episode_id"])
+            ids.append(record.episode_id)
             if len(ids) == warm_after:
                 start_stats = _host_figures(await farm.host_stats())
-            lost_after_retries += record.get("error_kind") in ("infrastructure", "image_missing")
+            lost_after_retries += record.error_kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING)
             if host_kill_every and len(ids) % host_kill_every == 0 and len(ids) < episodes:
                 victim = farm.hosts[-1]  # host 0 is never killed: its figures show growth, if any
                 ray.kill(victim, no_restart=False)

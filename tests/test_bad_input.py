@@ -14,10 +14,11 @@ import pytest
 
 from envfarm.env.parsing import parse_tool_calls
 from envfarm.env.patch import PatchError, extract_patch
+from envfarm.errors import ErrorKind
 from envfarm.policy.loader import PolicyLoadError, load_policy
 from envfarm.sandbox.base import ImageMissingError, SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
-from envfarm.tasks.grading import ErrorKind, grade
+from envfarm.tasks.grading import grade
 from envfarm.tasks.loading import BUILTIN_DIR
 from envfarm.tasks.schema import Task, TaskError
 from envfarm.tasks.setup import prepare_repository

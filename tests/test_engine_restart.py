@@ -49,9 +49,9 @@ def test_engine_restart_mid_run(fixture_tasks):
 
     records, counters, downtime = asyncio.run(main())
     assert downtime is not None
-    ids = [r["episode_id"] for r in records]
+    ids = [r.episode_id for r in records]
     assert len(ids) == 10 and len(set(ids)) == 10
     assert counters.retried >= 1  # the episodes running when the engine went down ran again
-    assert counters.failed == 0, [r.get("error") for r in records if r.get("error_kind")]
-    assert all(r["resolved"] for r in records)
+    assert counters.failed == 0, [r.error for r in records if r.error_kind]
+    assert all(r.resolved for r in records)
     assert not list_containers(**{LABEL_RUN: cfg.run})

@@ -53,13 +53,13 @@ def test_hosts_spread_over_nodes_and_survive_a_node_loss(three_node_cluster, fix
 
     nodes_before, records, counters = asyncio.run(main())
     assert len(nodes_before) == 3  # one host per node
-    ids = [r["episode_id"] for r in records]
+    ids = [r.episode_id for r in records]
     assert len(ids) == 16 and len(set(ids)) == 16  # every episode exactly once
     assert counters.duplicates_dropped == 0
     assert counters.retried >= 1  # the removed node's in-flight episodes ran again elsewhere
-    assert counters.failed == 0, [r.get("error") for r in records if r.get("error_kind")]
-    assert all(r["resolved"] for r in records), [(r["episode_id"], r.get("error")) for r in records
-                                                 if not r["resolved"]]
+    assert counters.failed == 0, [r.error for r in records if r.error_kind]
+    assert all(r.resolved for r in records), [(r.episode_id, r.error) for r in records
+                                                 if not r.resolved]
     assert not list_containers(**{LABEL_RUN: cfg.run})
 
 

@@ -38,13 +38,13 @@ def test_every_episode_finishes_exactly_once_in_groups(local_ray):
     cfg = FarmConfig(envs=40, backend="sim", policy="sim", policy_kwargs={"think_s": 0.02, "turns": 3},
                      hosts_per_node=2, sim_profile=FAST)
     records, counters, groups, stats = _run(cfg, group_size=4, episodes=120)
-    ids = [r["episode_id"] for r in records]
+    ids = [r.episode_id for r in records]
     assert len(ids) == 120 and len(set(ids)) == 120
     assert counters.finished == 120 and counters.failed == 0 and counters.duplicates_dropped == 0
     assert counters.groups_done == 30 and all(g.done for g in groups.values())
     by_group = collections.defaultdict(set)
     for r in records:
-        by_group[r["group_id"]].add(r["instance_id"])
+        by_group[r.group_id].add(r.instance_id)
     assert len(by_group) == 30 and all(len(tasks) == 1 for tasks in by_group.values())
     assert 0 < counters.resolved < 120  # sim grading resolves about half
     assert len(stats) == 2 and sum(s["episodes_done"] for s in stats) == 120
@@ -55,13 +55,13 @@ def test_infrastructure_failures_are_retried_and_counted_once(local_ray):
     cfg = FarmConfig(envs=20, backend="sim", policy="sim", policy_kwargs={"think_s": 0.0, "turns": 2},
                      sim_profile=profile, max_retries=5, warm_fraction=0.0)
     records, counters, _, _ = _run(cfg, group_size=2, episodes=60)
-    ids = [r["episode_id"] for r in records]
+    ids = [r.episode_id for r in records]
     assert len(ids) == 60 and len(set(ids)) == 60
     assert counters.retried > 0
     # with 5 retries at 15% (at most two creates per episode), losing one is very unlikely but possible
     assert counters.failed <= 1
-    retried = [r for r in records if r["retries"] > 0]
-    assert retried and all(r["error_kind"] in (None, "infrastructure") for r in retried)
+    retried = [r for r in records if r.retries > 0]
+    assert retried and all(r.error_kind in (None, "infrastructure") for r in retried)
 
 
 def test_admission_control_caps_starting_and_rate():

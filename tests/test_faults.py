@@ -53,11 +53,11 @@ def test_host_process_and_agent_container_killed_mid_run(local_ray, fixture_task
             return records, farm.counters, faults
 
     records, counters, faults = asyncio.run(main())
-    ids = [r["episode_id"] for r in records]
+    ids = [r.episode_id for r in records]
     assert len(ids) == 8 and len(set(ids)) == 8 and counters.duplicates_dropped == 0
     assert "host" in faults and counters.retried >= 1
-    assert counters.failed == 0, [r.get("error") for r in records if r.get("error_kind")]
-    assert all(r["resolved"] for r in records)
+    assert counters.failed == 0, [r.error for r in records if r.error_kind]
+    assert all(r.resolved for r in records)
     assert not list_containers(**{LABEL_RUN: cfg.run})
 
 

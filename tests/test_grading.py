@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
+from envfarm.errors import ErrorKind
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
-from envfarm.tasks.grading import ErrorKind, grade
+from envfarm.tasks.grading import grade
 from envfarm.tasks.setup import prepare_repository
 
 pytestmark = pytest.mark.docker

@@ -8,6 +8,7 @@ import pytest
 
 from envfarm.env import CodingEnv
 from envfarm.rollout import TrajectoryStore, read_run, run_episode
+from envfarm.rollout.tokens import build_row
 
 pytestmark = pytest.mark.docker
 
@@ -25,12 +26,12 @@ def test_tiny_model_episode_records_exact_token_segments(fixture_tasks, tmp_path
 
     # prefix_consistent: every turn's prompt was the previous prompt + completion + tool tokens, exactly,
     # so the concatenated segments are the sequence the model saw.
-    view = traj.token_view()
-    assert view["prompt_ids"] == traj.turns[0].context_ids
-    assert sum(view["completion_mask"]) == sum(len(t.completion_ids) for t in traj.turns)
-    assert len(view["logprobs"]) == len(view["completion_ids"]) == len(view["completion_mask"])
-    mask0 = [i for i, m in enumerate(view["completion_mask"]) if m == 0]
-    assert "No valid tool call" in tokenizer.decode([view["completion_ids"][i] for i in mask0])
+    row = build_row(traj)
+    assert row.prompt_ids == traj.turns[0].context_ids
+    assert sum(row.env_mask) == sum(len(t.completion_ids) for t in traj.turns)
+    assert len(row.logprobs) == len(row.completion_ids) == len(row.env_mask)
+    mask0 = [i for i, m in enumerate(row.env_mask) if m == 0]
+    assert "No valid tool call" in tokenizer.decode([row.completion_ids[i] for i in mask0])
 
     with TrajectoryStore(tmp_path / "run") as store:
         store.write(traj)

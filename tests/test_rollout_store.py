@@ -11,7 +11,9 @@ import time
 
 from envfarm.rollout import Trajectory, TrajectoryStore, data_files, read_manifest, read_run
 from envfarm.rollout.summary import main as summary_main
+from envfarm.rollout.tokens import build_row
 from envfarm.rollout.trajectory import Timings, ToolCallRecord, Turn
+from envfarm.tasks.grade_result import GradeResult
 
 
 def make_trajectory(n: int, reward: float | None = 1.0) -> Trajectory:
@@ -30,7 +32,7 @@ def make_trajectory(n: int, reward: float | None = 1.0) -> Trajectory:
                                   {"role": "tool", "tool_call_id": "c0", "name": "bash", "content": "a\nb"}],
         turns=turns, reward=reward, resolved=reward == 1.0, terminated=True, end_reason="submit",
         error_kind=None if reward is not None else "infrastructure",
-        grade={"instance_id": f"task-{n}", "tests": {"t::a": "PASSED"}, "resolved": reward == 1.0},
+        grade=GradeResult(instance_id=f"task-{n}", tests={"t::a": "PASSED"}, resolved=reward == 1.0),
         patch="diff --git a/x b/x\n", timings=Timings(setup=1, generation=2, tools=3, grading=4, total=10))
 
 
@@ -42,13 +44,29 @@ def test_round_trip_equals_what_was_recorded(tmp_path):
     assert len(data_files(tmp_path / "run")) == 3  # shards rotate
     assert read_run(tmp_path / "run") == recorded
     manifest = read_manifest(tmp_path / "run")
-    assert manifest["policy"] == "scripted" and manifest["versions"]["python"] and manifest["format_version"] == 1
+    assert manifest["policy"] == "scripted" and manifest["versions"]["python"] and manifest["format_version"] == 2
 
 
-def test_token_view_masks_tool_tokens():
-    view = make_trajectory(0).token_view()
-    assert view == {"prompt_ids": [1, 2, 3], "completion_ids": [4, 5, 6, 7], "completion_mask": [1, 1, 0, 1],
-                    "logprobs": [-0.5, -0.25, 0.0, -1.0]}
+def test_token_row_masks_tool_tokens():
+    row = build_row(make_trajectory(0))
+    assert (row.prompt_ids, row.completion_ids, row.env_mask, row.logprobs) == (
+        [1, 2, 3], [4, 5, 6, 7], [1, 1, 0, 1], [-0.5, -0.25, 0.0, -1.0])
+
+
+def test_unknown_error_kind_is_refused_when_loading():
+    import pytest
+    from pydantic import ValidationError
+
+    record = make_trajectory(0, reward=None).to_dict()
+    assert record["error_kind"] == "infrastructure" and Trajectory.from_dict(record).masked
+    with pytest.raises(ValidationError, match="error_kind"):
+        Trajectory.from_dict({**record, "error_kind": "cosmic_rays"})
+
+
+def test_format_1_lines_still_read():
+    record = make_trajectory(0).to_dict()
+    old = {**record, "grade": json.dumps({**record["grade"], "tests": {"t::a": "PASSED"}}), "end_reason": ""}
+    assert Trajectory.from_dict(old).grade.tests == {"t::a": "PASSED"}
 
 
 def test_load_dataset_reads_the_shards(tmp_path):
@@ -61,7 +79,7 @@ def test_load_dataset_reads_the_shards(tmp_path):
                       cache_dir=str(tmp_path / "hf-cache"))
     assert ds.num_rows == 3 and ds[0]["instance_id"] == "task-0" and ds[2]["reward"] is None
     assert ds[0]["turns"][0]["completion_ids"] == [4, 5]
-    assert Trajectory.from_dict(ds[1]).grade["tests"] == {"t::a": "PASSED"}
+    assert Trajectory.from_dict(ds[1]).grade.tests == {"t::a": "PASSED"}
 
 
 WRITER = """

@@ -61,19 +61,19 @@ def test_env_mask_is_zero_on_exactly_the_tool_output_tokens(trained):
     run, tokenizer = trained["run"], trained["tokenizer"]
     records, rows = run.rollout.last_records, run.rollout.last_rows
     for record, row in zip(records, rows, strict=True):
-        turns = record["turns"]
-        assert len(turns) == 2 and row["prompt_ids"] == turns[0]["context_ids"]
+        turns = record.turns
+        assert len(turns) == 2 and row["prompt_ids"] == turns[0].context_ids
         expected_mask, ids = [], []
         for i, turn in enumerate(turns):
             if i:
-                expected_mask += [0] * len(turn["context_ids"])
-                ids += turn["context_ids"]
+                expected_mask += [0] * len(turn.context_ids)
+                ids += turn.context_ids
                 # the masked span is the previous turn's tool output, as the template wraps it
-                text = tokenizer.decode(turn["context_ids"])
+                text = tokenizer.decode(turn.context_ids)
                 assert "<tool_response>" in text or "tool call" in text.lower()
-                assert turns[i - 1]["observation"].strip()[:40] in text
-            expected_mask += [1] * len(turn["completion_ids"])
-            ids += turn["completion_ids"]
+                assert turns[i - 1].observation.strip()[:40] in text
+            expected_mask += [1] * len(turn.completion_ids)
+            ids += turn.completion_ids
         assert row["env_mask"] == expected_mask[: len(row["env_mask"])]
         assert row["completion_ids"] == ids[: len(row["completion_ids"])]
     # TRL counted only the env_mask=1 tokens as the completion length

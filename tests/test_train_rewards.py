@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import pytest
 
+from envfarm.errors import ErrorKind
+from envfarm.rollout.tokens import TokenMismatch, build_row, check_row
 from envfarm.rollout.trajectory import Trajectory, Turn
+from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 from envfarm.train.config import RewardWeights, TrainConfig
 from envfarm.train.groups import settle_groups
 from envfarm.train.rewards import fail_to_pass_reward, format_reward, resolved_reward
 from envfarm.train.rollout import FarmRollout
-from envfarm.train.tokens import TokenMismatch, build_row, check_row
 
 G = 3
 
 
-def episode(instance_id: str, reward: float | None, error_kind: str | None = None, tokens: bool = True) -> dict:
+def episode(instance_id: str, reward: float | None, error_kind: str | None = None,
+            tokens: bool = True) -> Trajectory:
     turns = []
     if tokens:
         turns = [Turn(index=0, completion="a", observation="out", context_ids=[5, 6, 7], completion_ids=[8, 9, 2],
@@ -28,15 +31,16 @@ def episode(instance_id: str, reward: float | None, error_kind: str | None = Non
                  Turn(index=1, completion="b", observation="done", context_ids=[11, 12], completion_ids=[13, 2],
                       logprobs=[-0.1, -0.2], finish_reason="stop", prefix_consistent=True)]
     resolved = reward == 1.0
-    grade = {"fail_to_pass": 1.0 if resolved else 0.25} if reward is not None else None
+    grade = GradeResult(instance_id=instance_id, fail_to_pass=1.0 if resolved else 0.25) if reward is not None \
+        else None
     return Trajectory(episode_id="e", instance_id=instance_id, turns=turns, reward=reward, resolved=resolved,
-                      error_kind=error_kind, grade=grade).to_dict()
+                      error_kind=error_kind, grade=grade)
 
 
 class Replay:
     """Stands in for the farm: returns the given records for the batch."""
 
-    def __init__(self, records: list[dict]) -> None:
+    def __init__(self, records: list[Trajectory]) -> None:
         self.records = records
 
     def set_policy(self, policy: object) -> None:
@@ -67,7 +71,7 @@ def advantages(tasks, records, tmp_path, weights: RewardWeights | None = None):
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, processing_class=tokenizer,
                           train_dataset=task_dataset(tasks), rollout_func=rollout)
     trainer.model.train()
-    inputs = [{"prompt": r["instance_id"]} for r in records]
+    inputs = [{"prompt": r.instance_id} for r in records]
     out = trainer._generate_and_score_completions(inputs)  # TRL's own reward and advantage path
     return out["advantages"].tolist(), rollout, out
 
@@ -105,7 +109,8 @@ def test_shaping_terms_keep_failures_masked(tasks, tmp_path):
 
 
 def test_infrastructure_failure_is_never_a_zero_reward():
-    records = [{"reward": None, "error_kind": "infrastructure"}, {"reward": 0.0, "error_kind": None}]
+    records = [episode("x", None, ErrorKind.INFRASTRUCTURE), episode("x", 0.0)]
+    assert [r.masked for r in records] == [True, False]
     masked, verdicts = settle_groups(records, [True, False], 2, max_masked_fraction=0.5)
     assert masked == [True, False] and not verdicts[0].dropped
     assert resolved_reward([""] * 2, resolved=[False, False], reward_masked=masked) == [None, 0.0]
@@ -120,6 +125,6 @@ def test_token_check_rejects_rows_that_are_not_the_generated_tokens():
     with pytest.raises(TokenMismatch):
         check_row(record, row)
     drifted = episode("x", 0.0)
-    drifted["turns"][1]["prefix_consistent"] = False
+    drifted.turns[1].prefix_consistent = False
     with pytest.raises(TokenMismatch):
         build_row(drifted, 100, pad_id=0, eos_id=2)

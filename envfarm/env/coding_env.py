@@ -4,8 +4,12 @@ Observation and action are text. `reset(options={"task": task})` starts a sandbo
 base commit and returns the problem statement with the tool descriptions; `step(text)` parses
 the model's raw text into tool calls, runs them, and returns their output. The episode ends on
 `submit` (terminated), on the turn or wall-time limit (truncated), or when the sandbox dies
-(truncated, `error_kind="infrastructure"`, reward None so that a trainer masks it rather than
-learning from a 0 the agent did not earn).
+(truncated, `error_kind="infrastructure"`).
+
+A masked episode (no verdict on the agent: the sandbox or the grader failed) ends with reward
+`float("nan")` and `info["masked"] = True`: a NaN is a float gymnasium accepts and shows up in
+any sum, where a 0 would silently score an infrastructure fault as the agent's failure. The
+farm's records turn it into `reward=None`.
 
 Reward comes only at the end, from grading: the agent's diff is taken from its sandbox, the
 sandbox is closed, and the diff is graded in a fresh sandbox from the task's image (the agent's
@@ -32,8 +36,10 @@ from envfarm.env.patch import PatchError, extract_patch
 from envfarm.env.prompt import first_observation, format_help, system_prompt
 from envfarm.env.schemas import TOOL_NAMES, tool_schemas
 from envfarm.env.tools import ToolResult, ToolRunner
-from envfarm.sandbox.base import Sandbox, SandboxError, SandboxSpec
-from envfarm.tasks.grading import ErrorKind, GradeResult, SandboxFactory, grade
+from envfarm.errors import EndReason, ErrorKind, SandboxError
+from envfarm.sandbox.base import Sandbox, SandboxSpec
+from envfarm.tasks.grade_result import GradeResult
+from envfarm.tasks.grading import SandboxFactory, grade
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
 
@@ -117,15 +123,15 @@ class CodingEnv(gymnasium.Env):
                 "setup_seconds": time.perf_counter() - started}
         return self._last_observation, info
 
-    async def astep(self, action: str) -> tuple[str, float | None, bool, bool, dict[str, Any]]:
+    async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._done or self.task is None or self._runner is None:
             raise RuntimeError("the episode is over or was never started: call reset() first")
         self._turn += 1
         parsed = parse_tool_calls(action)
         results: list[ToolResult] = []
-        submitted, reason = False, ""
+        submitted, reason = False, None
         if self.time_left() <= 0:
-            reason, text = "time_limit", "The episode's time limit was reached before this action ran."
+            reason, text = EndReason.TIME_LIMIT, "The episode's time limit was reached before this action ran."
         elif not parsed.calls:
             text = format_help(parsed.errors, TOOL_NAMES)
         else:
@@ -135,16 +141,16 @@ class CodingEnv(gymnasium.Env):
                 return await self._end_infrastructure(str(exc), results)
             text = _render(results, parsed.errors, len(parsed.calls) - len(results))
         if not reason:
-            reason = "submit" if submitted else "time_limit" if self.time_left() <= 0 else \
-                "max_turns" if self._turn >= self.config.max_turns else ""
+            reason = EndReason.SUBMIT if submitted else EndReason.TIME_LIMIT if self.time_left() <= 0 else \
+                EndReason.MAX_TURNS if self._turn >= self.config.max_turns else None
         info: dict[str, Any] = {"turn": self._turn, "tool_calls": [r.to_dict() for r in results],
                                 "parse_errors": list(parsed.errors), "format_error": not parsed.calls,
-                                "elapsed_s": time.monotonic() - self._started, "error_kind": None}
+                                "error_kind": None, "masked": False}
         self._last_observation = text
         if not reason:
             return text, 0.0, False, False, info
         reward = await self._finish(reason, info)
-        return text, reward, reason == "submit", reason != "submit", info
+        return text, reward, reason == EndReason.SUBMIT, reason != EndReason.SUBMIT, info
 
     async def aclose(self) -> None:
         await self._release()
@@ -156,7 +162,7 @@ class CodingEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         return self._sync(self.areset(seed=seed, options=options))
 
-    def step(self, action: str) -> tuple[str, float | None, bool, bool, dict[str, Any]]:
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         return self._sync(self.astep(action))
 
     def render(self) -> str | None:
@@ -216,7 +222,7 @@ class CodingEnv(gymnasium.Env):
                 break
         return results, False
 
-    async def _finish(self, reason: str, info: dict[str, Any]) -> float | None:
+    async def _finish(self, reason: EndReason, info: dict[str, Any]) -> float:
         """Take the agent's diff, close its sandbox, grade in a fresh one; fill `info`."""
         assert self.task is not None and self._sandbox is not None
         self._done = True
@@ -233,14 +239,15 @@ class CodingEnv(gymnasium.Env):
                                        error=f"could not read the agent's diff: {exc}")
         await self._release()
         if grade_result is None:
-            if reason != "submit" and not self.config.grade_on_truncation:
+            if reason != EndReason.SUBMIT and not self.config.grade_on_truncation:
                 grade_result = GradeResult(instance_id=task.instance_id, error="not graded: the episode hit a limit")
             elif not patch.strip():
                 grade_result = GradeResult(instance_id=task.instance_id, error="empty patch: nothing was changed")
             else:
                 grade_result = await self._grade(task, patch)
-        reward = None if grade_result.error_kind == ErrorKind.INFRASTRUCTURE else float(grade_result.resolved)
-        info.update(grade=grade_result.to_dict(), error_kind=grade_result.error_kind, patch=patch,
+        masked = grade_result.error_kind is not None and grade_result.error_kind.masked
+        reward = float("nan") if masked else float(grade_result.resolved)
+        info.update(grade=grade_result, error_kind=grade_result.error_kind, patch=patch, masked=masked,
                     resolved=grade_result.resolved, reward=reward,
                     grading_seconds=time.perf_counter() - started)
         return reward
@@ -257,10 +264,11 @@ class CodingEnv(gymnasium.Env):
         text = f"The sandbox failed and the episode cannot go on: {error}"
         self._last_observation = text
         info = {"turn": self._turn, "tool_calls": [r.to_dict() for r in results], "parse_errors": [],
-                "format_error": False, "elapsed_s": time.monotonic() - self._started,
-                "end_reason": "sandbox_error", "error_kind": ErrorKind.INFRASTRUCTURE, "error": error,
-                "grade": None, "patch": "", "resolved": False, "reward": None, "grading_seconds": 0.0}
-        return text, None, False, True, info
+                "format_error": False,
+                "end_reason": EndReason.SANDBOX_ERROR, "error_kind": ErrorKind.INFRASTRUCTURE, "error": error,
+                "grade": None, "patch": "", "resolved": False, "reward": float("nan"), "masked": True,
+                "grading_seconds": 0.0}
+        return text, float("nan"), False, True, info
 
     async def _release(self) -> None:
         sandbox, self._sandbox, self._runner = self._sandbox, None, None

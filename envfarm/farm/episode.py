@@ -5,20 +5,35 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel
+
 from envfarm.env import CodingEnv, EnvConfig
 from envfarm.farm.pool import WarmPool
 from envfarm.farm.pooled import pool_factory
 from envfarm.policy.base import Policy
 from envfarm.rollout.episode import run_episode
+from envfarm.rollout.trajectory import Trajectory
 from envfarm.sandbox.base import Sandbox, SandboxSpec
 from envfarm.tasks.schema import Task
 
 
-async def run_farm_episode(task: Task, *, episode_id: str, group_id: str, attempt: int,
+class EpisodeSlot(BaseModel):
+    """Which episode of the run this is: what the driver tells a host along with the task."""
+
+    episode_id: str
+    group_id: str
+    group_index: int = 0  # the group's place in the run (or the training batch)
+    member: int = 0  # this episode's place in its group
+    attempt: int = 0  # 0 for the first try
+
+    def record_fields(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+async def run_farm_episode(task: Task, *, slot: EpisodeSlot,
                            pool: WarmPool, policy: Policy, grader: Callable[..., Awaitable[Any]],
-                           env_config: dict[str, Any], run: str,
-                           ensure_image: Callable[[str], Awaitable[Any]],
-                           on_running: Callable[[int], None] = lambda delta: None) -> dict[str, Any]:
+                           env_config: EnvConfig, ensure_image: Callable[[str], Awaitable[Any]],
+                           on_running: Callable[[int], None] = lambda delta: None) -> Trajectory:
     """Run one episode; the agent's and the grader's sandboxes both come from the warm pool.
 
     `on_running(+1)` is called once the agent has its sandbox, `on_running(-1)` when the episode
@@ -36,14 +51,10 @@ async def run_farm_episode(task: Task, *, episode_id: str, group_id: str, attemp
             on_running(1)
         return sandbox
 
-    env = CodingEnv(tasks=[task], config=EnvConfig(**{**env_config, "run": run}),
-                    sandbox_factory=factory, grader=grader)
+    env = CodingEnv(tasks=[task], config=env_config, sandbox_factory=factory, grader=grader)
     try:
-        trajectory = await run_episode(env, policy, task)
+        return await run_episode(env, policy, task, run=env_config.run, **slot.record_fields())
     finally:
         await env.aclose()
         if running:
             on_running(-1)
-    record = trajectory.to_dict()
-    record.update({"episode_id": episode_id, "group_id": group_id, "attempt": attempt})
-    return record

@@ -18,9 +18,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from envfarm.env.config import EnvConfig
+from envfarm.errors import EndReason, ErrorKind, ImageMissingError, SandboxError
 from envfarm.farm.admission import AdmissionControl
+from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.pool import WarmPool
-from envfarm.sandbox.base import ImageMissingError, Sandbox, SandboxError, SandboxSpec
+from envfarm.rollout.trajectory import Trajectory
+from envfarm.sandbox.base import Sandbox, SandboxSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class EnvHostImpl:
         self._tasks: dict[str, Any] = {}  # instance id -> Task, parsed once per host
         self._grader = None
         self._metrics = None
+        self._env_config = EnvConfig.model_validate({**config.env_config, "run": config.run})
         self._reaped_at_start = self._reap_predecessor()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -155,8 +160,7 @@ class EnvHostImpl:
             pool.prewarm(image)
 
     # -- episodes -------------------------------------------------------------------------------
-    async def run_episode(self, task_row: dict[str, Any] | str, episode_id: str, group_id: str,
-                          attempt: int) -> dict[str, Any]:
+    async def run_episode(self, task_row: dict[str, Any] | str, slot: EpisodeSlot) -> Trajectory:
         """Run one episode end to end; infrastructure faults come back as error_kind, not raised.
 
         `task_row` is the task's row the first time this host sees the task and its instance id
@@ -168,32 +172,35 @@ class EnvHostImpl:
         if isinstance(task_row, str):
             task = self._tasks.get(task_row)
             if task is None:  # this host restarted and lost its cache: the driver resends the row
-                return _failure_record({"instance_id": task_row}, episode_id, group_id, attempt, "task_unknown",
-                                       "this host does not know the task yet")
+                return Trajectory.failure(instance_id=task_row, kind=ErrorKind.TASK_UNKNOWN, run=self.config.run,
+                                          error="this host does not know the task yet", **slot.record_fields())
         else:
-            task = self._tasks[task_row["instance_id"]] = Task.parse(task_row, where=f"episode {episode_id}")
-        task_row = {"instance_id": task.instance_id, "repo": task.repo}
+            task = self._tasks[task_row["instance_id"]] = Task.parse(task_row, where=f"episode {slot.episode_id}")
         pool = self._ensure_started()
         self.running += 1
         started = time.time()
+
+        def failure(kind: ErrorKind, error: str) -> Trajectory:
+            return Trajectory.failure(instance_id=task.instance_id, repo=task.repo, run=self.config.run, kind=kind,
+                                      error=error, end_reason=EndReason.SETUP_ERROR, **slot.record_fields())
+
         try:
             record = await run_farm_episode(
-                task, episode_id=episode_id, group_id=group_id, attempt=attempt, pool=pool,
-                policy=self._policy_for(), grader=self._grader_for(), env_config=self.config.env_config,
-                run=self.config.run, ensure_image=self.ensure_image, on_running=self._count_running,
+                task, slot=slot, pool=pool, policy=self._policy_for(), grader=self._grader_for(),
+                env_config=self._env_config, ensure_image=self.ensure_image, on_running=self._count_running,
             )
         except ImageMissingError as exc:
-            record = _failure_record(task_row, episode_id, group_id, attempt, "image_missing", str(exc))
+            record = failure(ErrorKind.IMAGE_MISSING, str(exc))
         except (SandboxError, OSError) as exc:
-            record = _failure_record(task_row, episode_id, group_id, attempt, "infrastructure", str(exc))
+            record = failure(ErrorKind.INFRASTRUCTURE, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug in one episode must not take the host down
-            record = _failure_record(task_row, episode_id, group_id, attempt, "infrastructure",
-                                     f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            record = failure(ErrorKind.INFRASTRUCTURE,
+                             f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         finally:
             self.running -= 1
-        record.setdefault("farm", {}).update({"host": self.config.host_id, "node": self.node,
-                                              "host_seconds": time.time() - started})
-        failed = record.get("error_kind") in ("infrastructure", "image_missing")
+        record.farm.host, record.farm.node = self.config.host_id, self.node
+        record.farm.host_seconds = time.time() - started
+        failed = record.error_kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING)
         self.episodes_failed += failed
         self.episodes_done += not failed
         if self._metrics is not None:
@@ -230,13 +237,6 @@ class EnvHostImpl:
 
     def ping(self) -> str:
         return self.node
-
-
-def _failure_record(task_row: dict[str, Any], episode_id: str, group_id: str, attempt: int,
-                    kind: str, error: str) -> dict[str, Any]:
-    return {"episode_id": episode_id, "group_id": group_id, "attempt": attempt,
-            "instance_id": task_row.get("instance_id", "?"), "repo": task_row.get("repo", ""), "reward": None,
-            "resolved": False, "end_reason": "setup_error", "error_kind": kind, "error": error[-4000:]}
 
 
 def _node_id() -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from envfarm.rollout.trajectory import Trajectory
 
 
 class HostMetrics:
@@ -23,14 +26,14 @@ class HostMetrics:
         except Exception:  # noqa: BLE001 - metrics need a Ray worker; plain runs go without
             self.enabled = False
 
-    def episode(self, record: dict[str, Any], pool_stats: dict[str, int]) -> None:
+    def episode(self, record: Trajectory, pool_stats: dict[str, int]) -> None:
         if not self.enabled:
             return
-        kind = record.get("error_kind")
-        outcome = "resolved" if record.get("resolved") else (kind or "unresolved")
+        kind = record.error_kind
+        outcome = "resolved" if record.resolved else (kind or "unresolved")
         self.finished.inc(1, tags={**self._tags, "outcome": outcome})
         for state in ("warm", "starting", "busy", "queued"):
             self.sandboxes.set(pool_stats.get(state, 0), tags={**self._tags, "state": state})
-        seconds = record.get("farm", {}).get("host_seconds")
+        seconds = record.farm.host_seconds
         if seconds is not None:
             self.episode_seconds.observe(seconds, tags=self._tags)

@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from envfarm.errors import EndReason, ErrorKind
+from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.host import HostConfig, make_host_actor_class
+from envfarm.rollout.trajectory import Trajectory
 from envfarm.tasks.schema import Task
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = {"infrastructure"}
 
 
 @dataclass
@@ -63,8 +64,14 @@ class Episode:
     episode_id: str
     group_id: str
     task: Task
+    group_index: int = 0
+    member: int = 0
     attempt: int = 0
     excluded_hosts: set[int] = field(default_factory=set)
+
+    def slot(self) -> EpisodeSlot:
+        return EpisodeSlot(episode_id=self.episode_id, group_id=self.group_id, group_index=self.group_index,
+                           member=self.member, attempt=self.attempt)
 
 
 @dataclass
@@ -270,7 +277,7 @@ class EnvFarm:
             self.groups[gid] = GroupState(gid, task.instance_id, size)
             for k in range(size):
                 made += 1
-                yield Episode(f"{gid}/e{k}", gid, task)
+                yield Episode(f"{gid}/e{k}", gid, task, group_index=gi, member=k)
 
     def _pick_host(self, ep: Episode) -> int | None:
         now = time.time()
@@ -285,11 +292,11 @@ class EnvFarm:
         return best
 
     async def run(self, tasks: list[Task], group_size: int = 1,
-                  episodes: int | None = None) -> AsyncIterator[dict[str, Any]]:
+                  episodes: int | None = None) -> AsyncIterator[Trajectory]:
         """Yield one record per episode as it finishes (each episode exactly once)."""
         pending: collections.deque[Episode] = collections.deque()
         source = iter(self.episodes_for(tasks, group_size, episodes))
-        done_q: asyncio.Queue[tuple[Episode, int, dict[str, Any] | BaseException]] = asyncio.Queue()
+        done_q: asyncio.Queue[tuple[Episode, int, Trajectory | BaseException | None]] = asyncio.Queue()
         inflight = 0
         exhausted = False
         rows: dict[str, dict[str, Any]] = {}
@@ -302,8 +309,7 @@ class EnvFarm:
                 row = rows.setdefault(tid, ep.task.model_dump())
                 self.host_tasks[host].add(tid)
             try:
-                result: dict[str, Any] | BaseException = await self.hosts[host].run_episode.remote(
-                    row, ep.episode_id, ep.group_id, ep.attempt)
+                result: Trajectory | BaseException = await self.hosts[host].run_episode.remote(row, ep.slot())
             except BaseException as exc:  # noqa: BLE001 - actor death, node loss: retried below
                 result = exc
             await done_q.put((ep, host, result))
@@ -349,8 +355,8 @@ class EnvFarm:
                 inflight += 1
                 asyncio.get_running_loop().create_task(retry_later(ep, delay))
 
-    async def _settle(self, ep: Episode, host: int, result: dict[str, Any] | BaseException,
-                      pending: collections.deque[Episode]) -> dict[str, Any] | None:
+    async def _settle(self, ep: Episode, host: int, result: Trajectory | BaseException | None,
+                      pending: collections.deque[Episode]) -> Trajectory | None:
         """Decide what a finished call means: a final record, a retry, or a duplicate to drop."""
         if isinstance(result, BaseException):
             if isinstance(result, (KeyboardInterrupt, asyncio.CancelledError)):
@@ -359,35 +365,36 @@ class EnvFarm:
             check = asyncio.get_running_loop().create_task(self._check_host(host))
             self._checks.add(check)
             check.add_done_callback(self._checks.discard)
-            record = {"episode_id": ep.episode_id, "group_id": ep.group_id, "instance_id": ep.task.instance_id,
-                      "repo": ep.task.repo, "attempt": ep.attempt, "reward": None, "resolved": False,
-                      "end_reason": "host_lost", "error_kind": "infrastructure",
-                      "error": f"host {host} failed: {result.__class__.__name__}: {str(result)[:500]}"}
+            record = Trajectory.failure(
+                instance_id=ep.task.instance_id, repo=ep.task.repo, run=self.config.run,
+                kind=ErrorKind.INFRASTRUCTURE, end_reason=EndReason.HOST_LOST,
+                error=f"host {host} failed: {result.__class__.__name__}: {str(result)[:500]}",
+                **ep.slot().record_fields())
         else:
+            assert result is not None
             record = result
-            if record.get("error_kind") == "task_unknown":  # the host restarted: resend the row
+            if record.error_kind == ErrorKind.TASK_UNKNOWN:  # the host restarted: resend the row
                 self.host_tasks[host].clear()
                 pending.appendleft(ep)
                 return None
-            if record.get("error_kind") == "image_missing" and (host, ep.task.image) not in self._shipped:
+            if record.error_kind == ErrorKind.IMAGE_MISSING and (host, ep.task.image) not in self._shipped:
                 self._shipped.add((host, ep.task.image))
                 if await self._ship_image(host, ep.task.image):
                     pending.appendleft(ep)
                     return None
-            if record.get("error_kind") != "image_missing":
+            if record.error_kind != ErrorKind.IMAGE_MISSING:
                 self.host_images[host].add(ep.task.image)
         if ep.episode_id in self._finished_ids:
             self.counters.duplicates_dropped += 1
             return None
-        if record.get("error_kind") in RETRYABLE and ep.attempt < self.config.max_retries:
+        if record.retryable and ep.attempt < self.config.max_retries:
             self.counters.retried += 1
             ep.attempt += 1
             ep.excluded_hosts.add(host)
             self._backoff.append((ep, min(self.config.retry_backoff_s * 2 ** (ep.attempt - 1), 30.0)))
             return None
         self._finished_ids.add(ep.episode_id)
-        record.setdefault("episode_id", ep.episode_id)
-        record["retries"] = ep.attempt
+        record.retries = ep.attempt
         self._count(ep, record)
         return record
 
@@ -407,16 +414,16 @@ class EnvFarm:
             log.warning("shipping %s to host %d failed: %s", image, host, exc)
             return False
 
-    def _count(self, ep: Episode, record: dict[str, Any]) -> None:
+    def _count(self, ep: Episode, record: Trajectory) -> None:
         c = self.counters
         c.finished += 1
-        c.resolved += bool(record.get("resolved"))
-        kind = record.get("error_kind")
+        c.resolved += record.resolved
+        kind = record.error_kind
         if kind:
             c.errors[kind] += 1
-        if kind in RETRYABLE or kind == "image_missing":
+        if kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING):
             c.failed += 1
         group = self.groups[ep.group_id]
-        group.rewards.append(record.get("reward"))
+        group.rewards.append(record.reward)
         if group.done:
             c.groups_done += 1

@@ -1,8 +1,8 @@
 """The episode loop, Trajectory records and the trajectory store."""
 
-from envfarm.rollout.episode import POLICY_ERROR, run_episode
+from envfarm.rollout.episode import run_episode
 from envfarm.rollout.store import TrajectoryStore, data_files, read_manifest, read_run
 from envfarm.rollout.trajectory import Timings, ToolCallRecord, Trajectory, Turn
 
-__all__ = ["POLICY_ERROR", "Timings", "ToolCallRecord", "Trajectory", "TrajectoryStore", "Turn", "data_files",
+__all__ = ["Timings", "ToolCallRecord", "Trajectory", "TrajectoryStore", "Turn", "data_files",
            "read_manifest", "read_run", "run_episode"]

@@ -16,13 +16,10 @@ import uuid
 from typing import Any
 
 from envfarm.env.coding_env import CodingEnv
+from envfarm.errors import EndReason, ErrorKind, ImageMissingError, SandboxError
 from envfarm.policy.base import Completion, policy_name
 from envfarm.rollout.trajectory import Timings, ToolCallRecord, Trajectory, Turn
-from envfarm.sandbox.base import ImageMissingError, SandboxError
-from envfarm.tasks.grading import ErrorKind
 from envfarm.tasks.schema import Task
-
-POLICY_ERROR = "policy"  # the policy could not answer (server down, crash): masked, like infrastructure
 
 
 def _tool_messages(results: list[dict[str, Any]], assistant: dict[str, Any], observation: str) -> list[dict]:
@@ -52,10 +49,14 @@ def _token_fields(completion: Completion, context: list[int] | None) -> tuple[di
 
 
 async def run_episode(env: CodingEnv, policy: Any, task: Task, *, seed: int | None = None, run: str = "",
-                      episode_id: str | None = None) -> Trajectory:
-    """Run one episode of `task` with `policy` in `env` and return its full record."""
-    traj = Trajectory(episode_id=episode_id or uuid.uuid4().hex, run=run, instance_id=task.instance_id,
-                      repo=task.repo, policy=policy_name(policy), seed=seed, started_at=time.time())
+                      episode_id: str | None = None, **record_fields: Any) -> Trajectory:
+    """Run one episode of `task` with `policy` in `env` and return its full record.
+
+    `record_fields` are Trajectory fields the caller knows (the farm's group, attempt).
+    """
+    traj = Trajectory(episode_id=episode_id or uuid.uuid4().hex, run=run or env.config.run,
+                      instance_id=task.instance_id, repo=task.repo, policy=policy_name(policy), seed=seed,
+                      started_at=time.time(), **record_fields)
     timings = Timings()
     started = time.perf_counter()
     if hasattr(policy, "observe_task"):
@@ -67,7 +68,7 @@ async def run_episode(env: CodingEnv, policy: Any, task: Task, *, seed: int | No
         except ImageMissingError:
             raise
         except SandboxError as exc:
-            traj.end_reason, traj.error_kind, traj.error = "setup_error", ErrorKind.INFRASTRUCTURE, str(exc)
+            traj.end_reason, traj.error_kind, traj.error = EndReason.SETUP_ERROR, ErrorKind.INFRASTRUCTURE, str(exc)
             return traj
         timings.setup = info.get("setup_seconds", 0.0)
         tools = info["tools"]
@@ -81,7 +82,7 @@ async def run_episode(env: CodingEnv, policy: Any, task: Task, *, seed: int | No
             except TimeoutError:
                 completion = Completion(text="", finish_reason="episode_time_limit")
             except Exception as exc:  # noqa: BLE001 - any policy failure ends the episode, masked
-                traj.end_reason, traj.error_kind = "policy_error", POLICY_ERROR
+                traj.end_reason, traj.error_kind = EndReason.POLICY_ERROR, ErrorKind.POLICY
                 traj.error = f"{type(exc).__name__}: {exc}"
                 return traj
             gen_s = time.perf_counter() - t0
@@ -101,10 +102,13 @@ async def run_episode(env: CodingEnv, policy: Any, task: Task, *, seed: int | No
             timings.generation += gen_s
             timings.tools += step_s
             if done:
-                traj.reward, traj.terminated, traj.truncated = reward, terminated, truncated
-                traj.end_reason, traj.error_kind = info.get("end_reason", ""), info.get("error_kind")
-                traj.error = info.get("error") or (info.get("grade") or {}).get("error", "")
-                traj.grade, traj.patch, traj.resolved = info.get("grade"), info.get("patch", ""), info["resolved"]
+                grade = info.get("grade")
+                # the env's masked reward is NaN (gymnasium wants a float); the record's is None
+                traj.reward = None if info.get("masked") else reward
+                traj.terminated, traj.truncated = terminated, truncated
+                traj.end_reason, traj.error_kind = info.get("end_reason"), info.get("error_kind")
+                traj.error = info.get("error") or (grade.error if grade is not None else "")
+                traj.grade, traj.patch, traj.resolved = grade, info.get("patch", ""), info["resolved"]
                 timings.grading = info.get("grading_seconds", 0.0)
         return traj
     finally:

@@ -54,7 +54,8 @@ def _episode(n: int, t: Trajectory) -> str:
     if t.patch:
         parts.append("<details><summary>patch</summary>" + _pre(t.patch) + "</details>")
     if t.grade:
-        parts.append("<details><summary>grade</summary>" + _pre(json.dumps(t.grade, indent=1)[:20000]) + "</details>")
+        grade = t.grade.model_dump_json(indent=1)[:20000]
+        parts.append("<details><summary>grade</summary>" + _pre(grade) + "</details>")
     parts.append("</details>")
     return "\n".join(parts)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from envfarm.rollout.trajectory import Trajectory
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the grade is an object (per-test statuses as pairs), error kinds validated
 KEY_PACKAGES = ("envfarm", "gymnasium", "swebench", "torch", "transformers", "trl", "ray", "docker", "datasets")
 
 

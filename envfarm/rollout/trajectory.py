@@ -3,13 +3,13 @@
 Tokens ("token in, token out"): when the policy returns token ids, each turn records
 `context_ids` (what entered the model's context before it generated: the whole prompt for the
 first turn, then only the tool-output tokens since its previous completion) and `completion_ids`
-with their `logprobs`. `token_view()` concatenates them into one sequence for a trainer:
-completion tokens get loss mask 1, tool-output tokens mask 0, and nothing is re-tokenised. If a
-turn's prompt did not extend the previous context exactly (`prefix_consistent=False`, e.g. a
-server that re-rendered the chat), `token_view()` refuses rather than silently drift.
+with their `logprobs`. `envfarm.rollout.tokens.build_row` concatenates them into one training
+sequence (the one token assembly trainers use); nothing is re-tokenised.
 
-On disk (see rollouts/README.md) tool arguments and the grade are JSON strings, so that every
-line has the same column types for `datasets.load_dataset("json", ...)`.
+This is the one record of an episode from the host that ran it to the driver, the store and the
+trainer: typed on the way, JSON only inside the store (`to_dict`/`from_dict`, see
+rollouts/README.md). Failures that never reached the episode loop are made with
+`Trajectory.failure`, so every record has one shape.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from envfarm.errors import EndReason, ErrorKind
+from envfarm.tasks.grade_result import GradeResult
 
 
 class ToolCallRecord(BaseModel):
@@ -59,6 +62,15 @@ class Timings(BaseModel):
     total: float = 0.0
 
 
+class FarmInfo(BaseModel):
+    """Where and how the farm ran an episode."""
+
+    host: str = ""
+    node: str = ""  # Ray node id
+    host_seconds: float | None = None  # wall time on the host, queueing for a sandbox included
+    demo: bool = False  # played by a demonstration policy (training with demos), not the trained one
+
+
 class Trajectory(BaseModel):
     episode_id: str
     run: str = ""
@@ -73,22 +85,37 @@ class Trajectory(BaseModel):
     resolved: bool = False
     terminated: bool = False
     truncated: bool = False
-    end_reason: str = ""  # submit, max_turns, time_limit, sandbox_error, policy_error, setup_error
-    error_kind: str | None = None  # None, infrastructure, timeout, patch_failed, patch_rejected, policy, image_missing
+    end_reason: EndReason | None = None
+    error_kind: ErrorKind | None = None  # see envfarm.errors: an unknown kind fails validation
     error: str = ""
-    grade: dict[str, Any] | None = None  # GradeResult.to_dict()
+    grade: GradeResult | None = None
     patch: str = ""
     timings: Timings = Field(default_factory=Timings)
-    # set by the farm: the GRPO group, which try this was, where it ran
+    # set by the farm: the GRPO group (its id, its index in the run or batch, this episode's
+    # place in it), which try this was, where it ran
     group_id: str = ""
+    group_index: int = 0
+    member: int = 0
     attempt: int = 0
     retries: int = 0
-    farm: dict[str, Any] = Field(default_factory=dict)
+    farm: FarmInfo = Field(default_factory=FarmInfo)
+
+    @classmethod
+    def failure(cls, *, episode_id: str, instance_id: str, kind: ErrorKind, error: str, repo: str = "",
+                run: str = "", end_reason: EndReason = EndReason.SETUP_ERROR, **fields: Any) -> Trajectory:
+        """The record of an episode that failed outside the episode loop (host, node, image)."""
+        return cls(episode_id=episode_id, instance_id=instance_id, repo=repo, run=run, reward=None,
+                   end_reason=end_reason, error_kind=kind, error=error[-4000:], **fields)
 
     @property
     def masked(self) -> bool:
         """True when the reward must not be trained on (no verdict on the agent)."""
-        return self.reward is None
+        return self.reward is None or (self.error_kind is not None and self.error_kind.masked)
+
+    @property
+    def retryable(self) -> bool:
+        """The farm failed on its own: worth running again on another host."""
+        return self.error_kind is not None and self.error_kind.retryable
 
     @property
     def num_turns(self) -> int:
@@ -98,38 +125,17 @@ class Trajectory(BaseModel):
         return {"context": sum(len(t.context_ids or []) for t in self.turns),
                 "completion": sum(len(t.completion_ids or []) for t in self.turns)}
 
-    def token_view(self) -> dict[str, list] | None:
-        """One training sequence: prompt_ids, completion_ids, completion_mask, logprobs; None without tokens."""
-        if not self.turns or any(t.completion_ids is None or t.context_ids is None for t in self.turns):
-            return None
-        if any(t.prefix_consistent is False for t in self.turns):
-            raise ValueError(f"episode {self.episode_id}: a turn's prompt did not extend the previous context "
-                             "(the backend re-rendered the chat); its tokens cannot be concatenated exactly")
-        prompt = list(self.turns[0].context_ids or [])
-        ids: list[int] = []
-        mask: list[int] = []
-        logprobs: list[float] = []
-        for i, turn in enumerate(self.turns):
-            if i:
-                ids += turn.context_ids or []
-                mask += [0] * len(turn.context_ids or [])
-                logprobs += [0.0] * len(turn.context_ids or [])
-            completion = turn.completion_ids or []
-            ids += completion
-            mask += [1] * len(completion)
-            logprobs += turn.logprobs if turn.logprobs is not None and len(turn.logprobs) == len(completion) \
-                else [0.0] * len(completion)
-        return {"prompt_ids": prompt, "completion_ids": ids, "completion_mask": mask, "logprobs": logprobs}
-
-    # -- the record format ----------------------------------------------------------------
+    # -- the record format (the store's JSON) ---------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json")
-        data["grade"] = json.dumps(data["grade"]) if data["grade"] is not None else None
-        return data
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:
-        data = dict(data)
-        if isinstance(data.get("grade"), str):
-            data["grade"] = json.loads(data["grade"])
+        """A record from the store; lines of format 1 (grade as a JSON string) read too."""
+        if isinstance(data.get("grade"), str) or data.get("end_reason") == "":
+            data = dict(data)
+            if isinstance(data.get("grade"), str):
+                data["grade"] = json.loads(data["grade"])
+            if data.get("end_reason") == "":
+                data["end_reason"] = None
         return cls.model_validate(data)

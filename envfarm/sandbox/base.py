@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from envfarm.errors import ImageMissingError, SandboxError
+
+__all__ = ["ExecResult", "ImageMissingError", "LIMITS", "Sandbox", "SandboxError", "SandboxSpec", "parse_size"]
+
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
 
 
@@ -58,14 +62,6 @@ class SandboxSpec:
     disk_check_s: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-
-
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (container gone, engine unreachable): an infrastructure fault."""
-
-
-class ImageMissingError(SandboxError):
-    """The task's image is not on this machine and could not be had: a set-up error, not retried."""
 
 
 @runtime_checkable

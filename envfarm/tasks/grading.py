@@ -19,8 +19,6 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from swebench.harness.constants import FAIL_TO_PASS, PASS_TO_PASS, EvalType, ResolvedStatus
 from swebench.harness.grading import (
@@ -30,7 +28,9 @@ from swebench.harness.grading import (
 )
 from swebench.harness.utils import make_test_spec
 
-from envfarm.sandbox.base import ImageMissingError, Sandbox, SandboxError, SandboxSpec
+from envfarm.errors import ErrorKind, ImageMissingError, SandboxError
+from envfarm.sandbox.base import Sandbox, SandboxSpec
+from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.patch_guard import MAX_PATCH_BYTES, PatchReport, inspect_patch, revert_command
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
@@ -45,43 +45,6 @@ PYCACHE_PREFIX = "/opt/envfarm/pycache"
 EVAL_ENV = f"PYTHONNOUSERSITE=1 PYTHONPYCACHEPREFIX={PYCACHE_PREFIX}"
 
 SandboxFactory = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
-
-
-class ErrorKind:
-    """Why grading could not give a verdict. Infrastructure faults are retried, not rewarded."""
-
-    INFRASTRUCTURE = "infrastructure"  # sandbox or engine failed: retry elsewhere, no reward
-    TIMEOUT = "timeout"  # the eval script ran past its time limit
-    PATCH_FAILED = "patch_failed"  # the patch did not apply to the base commit
-    PATCH_REJECTED = "patch_rejected"  # paths outside the repository, or far too large: never applied
-
-
-@dataclass
-class GradeResult:
-    """The verdict on one patch, or why there is none."""
-
-    instance_id: str
-    resolved: bool = False
-    status: str = ResolvedStatus.NO.value
-    fail_to_pass: float = 0.0  # fraction of FAIL_TO_PASS tests that pass
-    pass_to_pass: float = 0.0  # fraction of PASS_TO_PASS tests still passing
-    tests: dict[str, str] = field(default_factory=dict)  # per-test status from the log parser
-    report: dict[str, Any] = field(default_factory=dict)  # swebench's report
-    tests_ran: bool = False  # the log showed a real test run (swebench's check)
-    error_kind: str | None = None
-    error: str = ""
-    log_tail: str = ""
-    seconds: float = 0.0
-    patch_report: dict[str, Any] = field(default_factory=dict)  # see envfarm.tasks.patch_guard
-    # where the seconds went: sandbox (acquire), prepare (base commit), patch, tests, parse, close
-    phases: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def infrastructure_failure(self) -> bool:
-        return self.error_kind == ErrorKind.INFRASTRUCTURE
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _fraction(part: dict[str, list[str]]) -> float:

@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from envfarm.errors import UserInputError
+
 KNOWN_EVAL_TYPES = ("pass_and_fail", "fail_only")
 
 
-class TaskError(ValueError):
-    """A task row is malformed; the message names the row and the field."""
+class TaskError(UserInputError):
+    """A task row or task source is malformed; the message names the row and the field."""
 
 
 class Task(BaseModel):

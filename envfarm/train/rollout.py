@@ -15,11 +15,13 @@ import time
 from typing import Any
 
 from envfarm.env.schemas import tool_schemas
+from envfarm.errors import ErrorKind
+from envfarm.rollout.tokens import TokenMismatch, build_row, check_row, placeholder_row
+from envfarm.rollout.trajectory import Trajectory
 from envfarm.tasks.schema import Task
 from envfarm.train.config import TrainConfig
-from envfarm.train.groups import is_masked, settle_groups
+from envfarm.train.groups import settle_groups
 from envfarm.train.rewards import combined
-from envfarm.train.tokens import TokenMismatch, build_row, check_row
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class FarmRollout:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.batches: list[dict[str, Any]] = []  # one summary per call, for step logs
         self.last_rows: list[dict[str, Any]] = []
-        self.last_records: list[dict[str, Any]] = []
+        self.last_records: list[Trajectory] = []
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         if self.policy_factory is not None:
@@ -78,36 +80,30 @@ class FarmRollout:
             raise ValueError(f"the batch is not made of groups of {size} identical prompts")
         return size
 
-    def _row(self, record: dict[str, Any]) -> dict[str, Any]:
-        grade = record.get("grade") or {}
-        if isinstance(grade, str):
-            import json
-
-            grade = json.loads(grade)
-        masked = is_masked(record)
-        error_kind = record.get("error_kind")
+    def _row(self, record: Trajectory) -> dict[str, Any]:
+        masked = record.masked
+        error_kind = record.error_kind
         try:
             row = build_row(record, self.config.max_completion_length, self.pad_id, self.eos_id)
             check_row(record, row, self.encoder, tool_schemas())
         except TokenMismatch as exc:
-            log.error("episode %s: %s; masked", record.get("episode_id"), exc)
-            row = build_row({}, 1, self.pad_id, self.eos_id)
-            masked, error_kind = True, "token_mismatch"
-        turns = record.get("turns") or []
+            log.error("episode %s: %s; masked", record.episode_id, exc)
+            row = placeholder_row(self.pad_id, self.eos_id)
+            masked, error_kind = True, ErrorKind.TOKEN_MISMATCH
+        turns = record.turns
         return {
             "prompt_ids": row.prompt_ids, "completion_ids": row.completion_ids, "env_mask": row.env_mask,
-            "logprobs": row.logprobs, "instance_id": record.get("instance_id", "?"),
-            "resolved": bool(record.get("resolved")), "fail_to_pass": float(grade.get("fail_to_pass") or 0.0),
-            "format_score": sum(not t.get("format_error") for t in turns) / len(turns) if turns else 0.0,
+            "logprobs": row.logprobs, "instance_id": record.instance_id,
+            "resolved": record.resolved, "fail_to_pass": record.grade.fail_to_pass if record.grade else 0.0,
+            "format_score": sum(not t.format_error for t in turns) / len(turns) if turns else 0.0,
             "reward_masked": masked, "error_kind": error_kind, "num_turns": len(turns),
-            "episode_id": record.get("episode_id", ""), "truncated_tokens": row.truncated_tokens,
+            "episode_id": record.episode_id, "truncated_tokens": row.truncated_tokens,
             "tool_tokens": len(row.env_mask) - sum(row.env_mask), "generated_tokens": sum(row.env_mask),
         }
 
-    def _summary(self, records: list[dict[str, Any]], rows: list[dict[str, Any]], verdicts: list[Any],
+    def _summary(self, records: list[Trajectory], rows: list[dict[str, Any]], verdicts: list[Any],
                  group_size: int, rollout_s: float) -> dict[str, Any]:
-        timing = {k: sum((r.get("timings") or {}).get(k, 0.0) for r in records)
-                  for k in ("setup", "generation", "tools", "grading")}
+        timing = {k: sum(getattr(r.timings, k) for r in records) for k in ("setup", "generation", "tools", "grading")}
         groups = []
         for v in verdicts:
             rewards = [combined(rows[i], self.config.rewards) for i in range(v.group * group_size,
@@ -127,6 +123,6 @@ class FarmRollout:
             "completion_tokens_mean": statistics.fmean(len(r["completion_ids"]) for r in rows),
             "generated_tokens_mean": statistics.fmean(r["generated_tokens"] for r in rows),
             "truncated_rows": sum(r["truncated_tokens"] > 0 for r in rows),
-            "token_mismatches": sum(r["error_kind"] == "token_mismatch" for r in rows),
+            "token_mismatches": sum(r["error_kind"] == ErrorKind.TOKEN_MISMATCH for r in rows),
             "errors": sorted({str(r["error_kind"]) for r in rows if r["error_kind"]}),
         }

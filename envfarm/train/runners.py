@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from envfarm.env.loop_thread import LoopThread
+from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.host import EnvHostImpl, HostConfig
+from envfarm.rollout.trajectory import Trajectory
 from envfarm.tasks.schema import Task
 from envfarm.train.policies import PolicyRouter
-
-RETRYABLE = {"infrastructure"}
 
 
 class InProcessRunner:
@@ -51,27 +51,28 @@ class InProcessRunner:
     def prewarm(self, images: list[str]) -> None:
         self._loop.run(self.host.prewarm(sorted(set(images))))
 
-    def run(self, tasks: list[Task], group_size: int) -> list[dict[str, Any]]:
+    def run(self, tasks: list[Task], group_size: int) -> list[Trajectory]:
         return self._loop.run(self._run(tasks, group_size))
 
-    async def _run(self, tasks: list[Task], group_size: int) -> list[dict[str, Any]]:
+    async def _run(self, tasks: list[Task], group_size: int) -> list[Trajectory]:
         batch = self._batches
         self._batches += 1
         slots = asyncio.Semaphore(self.envs)
 
-        async def one(i: int) -> dict[str, Any]:
+        async def one(i: int) -> Trajectory:
             group, k = divmod(i, group_size)
             if k >= group_size - self.demos_per_group and self.demo_policy is not None:
                 self.router.use(self.demo_policy())  # this task's context only
             row = tasks[i].model_dump()
-            episode_id = f"b{batch}/g{group}/e{k}"
             for attempt in range(self.max_retries + 1):
+                slot = EpisodeSlot(episode_id=f"b{batch}/g{group}/e{k}", group_id=f"b{batch}/g{group}",
+                                   group_index=group, member=k, attempt=attempt)
                 async with slots:
-                    record = await self.host.run_episode(row, episode_id, f"b{batch}/g{group}", attempt)
-                if record.get("error_kind") not in RETRYABLE:
+                    record = await self.host.run_episode(row, slot)
+                if not record.retryable:
                     break
-            record["retries"] = attempt
-            record.setdefault("farm", {})["demo"] = k >= group_size - self.demos_per_group
+            record.retries = attempt
+            record.farm.demo = k >= group_size - self.demos_per_group
             return record
 
         return list(await asyncio.gather(*(one(i) for i in range(len(tasks)))))
@@ -102,17 +103,15 @@ class RayRunner:
     def prewarm(self, images: list[str]) -> None:
         self._loop.run(self.farm.prewarm(images))
 
-    def run(self, tasks: list[Task], group_size: int) -> list[dict[str, Any]]:
+    def run(self, tasks: list[Task], group_size: int) -> list[Trajectory]:
         return self._loop.run(self._run(tasks, group_size))
 
-    async def _run(self, tasks: list[Task], group_size: int) -> list[dict[str, Any]]:
+    async def _run(self, tasks: list[Task], group_size: int) -> list[Trajectory]:
         unique = [tasks[g] for g in range(0, len(tasks), group_size)]
-        out: list[dict[str, Any] | None] = [None] * len(tasks)
+        out: list[Trajectory | None] = [None] * len(tasks)
         started = time.time()
         async for record in self.farm.run(unique, group_size=group_size, episodes=len(tasks)):
-            gid, _, e = record["episode_id"].rpartition("/e")
-            group = int(gid.rpartition("#g")[2])
-            out[group * group_size + int(e)] = record
+            out[record.group_index * group_size + record.member] = record
         missing = [i for i, r in enumerate(out) if r is None]
         if missing:
             raise RuntimeError(f"the farm returned no record for rows {missing} after {time.time() - started:.0f} s")

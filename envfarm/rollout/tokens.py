@@ -1,4 +1,6 @@
-"""One episode record -> one GRPO row, token in, token out, and the check that it is exact.
+"""One trajectory -> one training row, token in, token out, and the check that it is exact.
+
+The one token assembly: trainers (envfarm.train) and anyone reading a run use `build_row`.
 
 The row's `completion_ids` is the whole multi-turn trajectory after the first prompt: each
 turn's generated ids (env_mask 1) followed by the ids that entered the context before the next
@@ -12,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from envfarm.errors import EnvfarmError
+from envfarm.rollout.trajectory import Trajectory, Turn
 
 
 @dataclass
@@ -37,28 +42,34 @@ def placeholder_row(pad_id: int, eos_id: int) -> Row:
     return Row([pad_id], [eos_id], [0], [0.0], has_tokens=False)
 
 
-def token_turns(record: dict[str, Any]) -> list[dict[str, Any]]:
+def token_turns(trajectory: Trajectory) -> list[Turn]:
     """The turns that carry tokens: all of them, less a last turn cut by the time limit before it spoke."""
-    turns = list(record.get("turns") or [])
-    while turns and (turns[-1].get("completion_ids") is None or turns[-1].get("context_ids") is None):
+    turns = list(trajectory.turns)
+    while turns and (turns[-1].completion_ids is None or turns[-1].context_ids is None):
         turns.pop()
-    if any(t.get("completion_ids") is None or t.get("context_ids") is None for t in turns):
+    if any(t.completion_ids is None or t.context_ids is None for t in turns):
         return []  # a backend that gave no ids for some turn: nothing exact to train on
     return turns
 
 
-def build_row(record: dict[str, Any], max_completion_length: int, pad_id: int, eos_id: int) -> Row:
-    turns = token_turns(record)
+def build_row(trajectory: Trajectory, max_completion_length: int | None = None, pad_id: int = 0,
+              eos_id: int = 0) -> Row:
+    """The training row: turn 0's context as the prompt, then completions (mask 1) and tool tokens (mask 0).
+
+    Raises TokenMismatch when a turn's prompt did not extend the previous context (a backend
+    that re-rendered the chat): such tokens cannot be concatenated exactly.
+    """
+    turns = token_turns(trajectory)
     if not turns:
         return placeholder_row(pad_id, eos_id)
-    if any(t.get("prefix_consistent") is False for t in turns):
-        raise TokenMismatch(f"{record.get('episode_id')}: a turn's prompt did not extend the previous context")
-    row = Row(prompt_ids=list(turns[0]["context_ids"]), completion_ids=[], env_mask=[], logprobs=[])
+    if any(t.prefix_consistent is False for t in turns):
+        raise TokenMismatch(f"{trajectory.episode_id}: a turn's prompt did not extend the previous context")
+    row = Row(prompt_ids=list(turns[0].context_ids or []), completion_ids=[], env_mask=[], logprobs=[])
     for i, turn in enumerate(turns):
         if i:
-            _append(row, list(turn["context_ids"]), generated=False, logprobs=None)
-        _append(row, list(turn["completion_ids"]), generated=True, logprobs=turn.get("logprobs"))
-    if len(row.completion_ids) > max_completion_length:
+            _append(row, list(turn.context_ids or []), generated=False, logprobs=None)
+        _append(row, list(turn.completion_ids or []), generated=True, logprobs=turn.logprobs)
+    if max_completion_length is not None and len(row.completion_ids) > max_completion_length:
         row.truncated_tokens = len(row.completion_ids) - max_completion_length
         for name in ("completion_ids", "env_mask", "logprobs"):
             setattr(row, name, getattr(row, name)[:max_completion_length])
@@ -77,11 +88,11 @@ def _append(row: Row, ids: list[int], generated: bool, logprobs: list[float] | N
         row.logprobs += [0.0] * len(ids)
 
 
-class TokenMismatch(ValueError):
+class TokenMismatch(EnvfarmError, ValueError):
     """The tokens to train on are not exactly the generated tokens plus the tool tokens."""
 
 
-def check_row(record: dict[str, Any], row: Row, encoder: Any | None = None,
+def check_row(trajectory: Trajectory, row: Row, encoder: Any | None = None,
               tools: list[dict[str, Any]] | None = None) -> None:
     """Raise TokenMismatch unless every segment of `row` is what the episode generated or saw.
 
@@ -92,25 +103,25 @@ def check_row(record: dict[str, Any], row: Row, encoder: Any | None = None,
     """
     if not row.has_tokens:
         return
-    turns = token_turns(record)
+    turns = token_turns(trajectory)
     n = len(row.completion_ids)
     if not (len(row.env_mask) == len(row.logprobs) == n):
         raise TokenMismatch("completion_ids, env_mask and logprobs differ in length")
-    assistants = [i for i, m in enumerate(record.get("messages") or []) if m.get("role") == "assistant"]
+    messages = trajectory.messages
+    assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
     k = 0
     for t, turn in enumerate(turns):
         if t:
-            expected = list(turn["context_ids"])
+            expected = list(turn.context_ids or [])
             if encoder is not None and len(assistants) > t:
-                messages = record["messages"]
                 tool_ids = encoder.encode_tool_turn(messages[: assistants[t - 1] + 1], messages[: assistants[t]],
                                                     tools)
-                closed = [] if turns[t - 1].get("finish_reason") == "stop" else [encoder.eos_id]
+                closed = [] if turns[t - 1].finish_reason == "stop" else [encoder.eos_id]
                 if expected != closed + tool_ids:
                     raise TokenMismatch(f"turn {t}: the context segment is not the tool output's tokens")
             _check_segment(row, k, expected, 0, f"turn {t} tool output")
             k += 1
-        _check_segment(row, k, list(turn["completion_ids"]), 1, f"turn {t} generation")
+        _check_segment(row, k, list(turn.completion_ids or []), 1, f"turn {t} generation")
         k += 1
     if k != len(row.segments):
         raise TokenMismatch("the row has segments no turn accounts for")
