@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from envfarm.errors import UserInputError
 from envfarm.farm.display import FarmDisplay
 from envfarm.farm.scheduler import EnvFarm, FarmConfig
 
@@ -110,7 +111,7 @@ def parse_policy_args(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--policy-arg {pair!r}: expected KEY=VALUE")
+            raise UserInputError(f"--policy-arg {pair!r}: expected KEY=VALUE")
         try:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -120,10 +121,13 @@ def parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 
 def farm_config(args: argparse.Namespace) -> FarmConfig:
     if args.envs < 1:
-        raise SystemExit("--envs must be at least 1")
+        raise UserInputError("--envs must be at least 1")
     if args.group_size < 1:
-        raise SystemExit("--group-size must be at least 1")
+        raise UserInputError("--group-size must be at least 1")
     policy = args.policy or ("sim" if args.backend == "sim" else "scripted")
+    from envfarm.policy.loader import check_spec
+
+    check_spec(policy)
     env_config = {"max_turns": args.max_turns, "episode_timeout_s": args.episode_timeout,
                   "command_timeout_s": args.command_timeout}
     cfg = FarmConfig(envs=args.envs, backend=args.backend, policy=policy,
@@ -170,13 +174,17 @@ async def run_farm(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (one line on stderr naming what to fix), 130 interrupted."""
     args = build_parser().parse_args(argv)
-    if args.train:
-        from envfarm.train.cli import run_training
-
-        return run_training(args)
     try:
+        if args.train:
+            from envfarm.train.cli import run_training
+
+            return run_training(args)
         return asyncio.run(run_farm(args))
+    except UserInputError as exc:
+        print(f"envfarm: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

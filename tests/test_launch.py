@@ -25,7 +25,23 @@ def test_bad_arguments_are_named():
     proc = _launch("--envs", "0")
     assert proc.returncode != 0 and "--envs must be at least 1" in proc.stderr
     proc = _launch("--tasks", "./no/such/tasks.jsonl", "--backend", "sim")
-    assert proc.returncode != 0 and "no tasks at" in proc.stderr
+    assert proc.returncode == 2 and "no tasks at" in proc.stderr
+
+
+def test_malformed_task_file_is_one_line_not_a_traceback(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"instance_id": "x__y-1", "repo": "x/y", "base_commit": "abc"}\n')
+    proc = _launch("--tasks", str(rows), "--backend", "sim")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("envfarm: error:") and "rows.jsonl:1" in lines[0]
+    assert "problem_statement" in lines[0]  # names the missing field
+
+
+def test_policy_spec_that_does_not_import_fails_before_the_farm_starts():
+    proc = _launch("--policy", "no_such_pkg.agent:Policy", "--backend", "sim", timeout=60)
+    assert proc.returncode == 2 and "cannot import module 'no_such_pkg.agent'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_sim_run_writes_every_episode_once(tmp_path):

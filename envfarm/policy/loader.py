@@ -10,6 +10,7 @@ import importlib
 import inspect
 from typing import Any
 
+from envfarm.errors import UserInputError
 from envfarm.policy.base import Policy
 
 BUILTIN = {
@@ -19,7 +20,7 @@ BUILTIN = {
 }
 
 
-class PolicyLoadError(ValueError):
+class PolicyLoadError(UserInputError):
     """The spec names nothing importable, or what it names is not a policy."""
 
 
@@ -56,6 +57,12 @@ def check_policy(obj: Any, spec: str = "policy") -> Policy:
         raise PolicyLoadError(f"{spec}: {type(obj).__name__}.act{inspect.signature(act)} cannot be called as "
                               "act(messages, tools)") from None
     return obj
+
+
+def check_spec(spec: str) -> None:
+    """Fail early, in the driver, on a plug-in spec that does not import (hosts would fail every episode)."""
+    if spec not in BUILTIN and spec != "sim":
+        _import(spec)
 
 
 def load_policy(spec: str | Any, **kwargs: Any) -> Policy:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from envfarm.errors import UserInputError
 from envfarm.train.config import RewardWeights, TrainConfig
 
 
@@ -27,13 +28,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _check(args: argparse.Namespace) -> None:
     if not args.model:
-        raise SystemExit("--train needs --model (a local model folder; nothing is downloaded)")
+        raise UserInputError("--train needs --model (a local model folder; nothing is downloaded)")
     if args.num_generations < 2:
-        raise SystemExit("--num-generations must be at least 2 (GRPO compares episodes within a group)")
+        raise UserInputError("--num-generations must be at least 2 (GRPO compares episodes within a group)")
     if args.demos_per_group >= args.num_generations:
-        raise SystemExit("--demos-per-group must leave at least one episode of the model in each group")
+        raise UserInputError("--demos-per-group must leave at least one episode of the model in each group")
     if args.vllm_server is None and args.farm_runner == "ray":
-        raise SystemExit("--farm-runner ray needs --vllm-server: Ray hosts cannot reach the trainer's model")
+        raise UserInputError("--farm-runner ray needs --vllm-server: Ray hosts cannot reach the trainer's model")
 
 
 def run_training(args: argparse.Namespace) -> int:
