@@ -1,11 +1,10 @@
-"""EnvFarm: the driver-side scheduler that spreads episodes over host actors.
+"""EnvFarm: the driver-side Ray part of the scheduler, thin around `farm.scheduling`.
 
-- Episodes go to the host with the most free slots, preferring hosts that already have the
-  task's image; at most `envs` episodes are in flight (backpressure: tasks are pulled lazily).
-- An infrastructure failure (a sandbox or engine fault, a host that died with its node) is
-  retried on another host up to `max_retries` times, and reported; an episode id is yielded at
-  most once, whatever happens.
-- A group (the same task `group_size` times, for GRPO) is the unit of reporting.
+It starts one host actor per node (hard affinity), makes the calls, replaces hosts that died
+with their node, ships images to hosts that lack them, and removes every container at shutdown.
+Every decision (which host, retry or not, what counts) is `Scheduling`'s, in plain code. At
+most `envs` episodes are in flight and tasks are pulled lazily, so the backlog never outgrows
+the farm; an episode id is yielded at most once, whatever happens.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -22,11 +20,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from envfarm.errors import EndReason, ErrorKind
-from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.host import HostConfig, make_host_actor_class
+from envfarm.farm.scheduling import Action, Episode, FarmCounters, GroupState, Scheduling
 from envfarm.rollout.trajectory import Trajectory
 from envfarm.tasks.schema import Task
+
+__all__ = ["EnvFarm", "Episode", "FarmConfig", "FarmCounters", "GroupState"]
 
 log = logging.getLogger(__name__)
 
@@ -59,69 +58,28 @@ class FarmConfig:
         return self.max_starting or 8, self.create_rate or 20.0
 
 
-@dataclass
-class Episode:
-    episode_id: str
-    group_id: str
-    task: Task
-    group_index: int = 0
-    member: int = 0
-    attempt: int = 0
-    excluded_hosts: set[int] = field(default_factory=set)
-
-    def slot(self) -> EpisodeSlot:
-        return EpisodeSlot(episode_id=self.episode_id, group_id=self.group_id, group_index=self.group_index,
-                           member=self.member, attempt=self.attempt)
-
-
-@dataclass
-class GroupState:
-    group_id: str
-    task_id: str
-    size: int
-    rewards: list[float | None] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return len(self.rewards) >= self.size
-
-
-@dataclass
-class FarmCounters:
-    finished: int = 0
-    resolved: int = 0
-    failed: int = 0  # infrastructure failures that exhausted their retries
-    retried: int = 0
-    duplicates_dropped: int = 0
-    groups_done: int = 0
-    started_at: float = field(default_factory=time.time)
-    errors: collections.Counter = field(default_factory=collections.Counter)
-
-
 class EnvFarm:
     """Driver-side handle on a farm of host actors. Use as `async with EnvFarm(cfg) as farm:`."""
 
     def __init__(self, config: FarmConfig, address: str | None = None) -> None:
         self.config = config
         self.address = address
-        self.hosts: list[Any] = []
-        self.host_slots: list[int] = []
-        self.host_inflight: list[int] = []
-        self.host_images: list[set[str]] = []
-        self.host_down_until: list[float] = []
+        self.scheduling = Scheduling(config.run, config.max_retries, config.retry_backoff_s)
+        self.hosts: list[Any] = []  # actor handles, by the index of their state in self.scheduling.hosts
         self.host_cfgs: list[HostConfig] = []
-        self.host_tasks: list[set[str]] = []  # task ids whose rows each host has cached
-        self.host_nodes: list[str] = []
         self._checking: set[int] = set()
         self._checks: set[asyncio.Task] = set()  # host checks in flight: cancelled at shutdown
         self._closing = False
         self.hosts_replaced = 0
-        self.counters = FarmCounters()
-        self.groups: dict[str, GroupState] = {}
-        self._finished_ids: set[str] = set()
         self._started_ray = False
-        self._shipped: set[tuple[int, str]] = set()
-        self._backoff: list[tuple[Episode, float]] = []
+
+    @property
+    def counters(self) -> FarmCounters:
+        return self.scheduling.counters
+
+    @property
+    def groups(self) -> dict[str, GroupState]:
+        return self.scheduling.groups
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,12 +115,7 @@ class EnvFarm:
             )
             self.hosts.append(self._spawn_host(host_cfg, node_id))
             self.host_cfgs.append(host_cfg)
-            self.host_nodes.append(node_id)
-            self.host_slots.append(n_slots)
-            self.host_inflight.append(0)
-            self.host_images.append(set())
-            self.host_down_until.append(0.0)
-            self.host_tasks.append(set())
+            self.scheduling.add_host(node_id, n_slots)
         await asyncio.gather(*(h.ping.remote() for h in self.hosts))
 
     @staticmethod
@@ -188,25 +141,22 @@ class EnvFarm:
         try:
             try:
                 await asyncio.wait_for(self.hosts[i].ping.remote(), timeout)
-                self.host_down_until[i] = 0.0
+                self.scheduling.host_back(i)
                 return
             except Exception:  # noqa: BLE001 - dead, unreachable or restarting: replace it
                 pass
             alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
             if not alive or self._closing:  # a host spawned during shutdown would outlive the farm
                 return
-            load = {n: sum(1 for j, hn in enumerate(self.host_nodes) if hn == n and j != i) for n in alive}
-            node = min(alive, key=lambda n: load[n])
+            node = self.scheduling.least_used_node(alive, excluding=i)
             with contextlib.suppress(Exception):
                 ray.kill(self.hosts[i], no_restart=True)
             self.hosts[i] = self._spawn_host(self.host_cfgs[i], node)
-            self.host_nodes[i] = node
-            self.host_images[i] = set()
-            self.host_tasks[i] = set()
+            self.scheduling.hosts[i].replaced(node)
             self.hosts_replaced += 1
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.hosts[i].ping.remote(), 60)
-            self.host_down_until[i] = 0.0
+            self.scheduling.host_back(i)
         finally:
             self._checking.discard(i)
 
@@ -262,55 +212,29 @@ class EnvFarm:
                 out.append({"unavailable": True})
         return out
 
-    # -- scheduling ------------------------------------------------------------------------------
+    # -- running -------------------------------------------------------------------------------
     def episodes_for(self, tasks: list[Task], group_size: int, episodes: int | None) -> Iterable[Episode]:
-        """Groups of `group_size` episodes per task, cycling the tasks until `episodes` are made."""
-        if not tasks:
-            raise ValueError("no tasks to run")
-        if group_size < 1:
-            raise ValueError("group_size must be >= 1")
-        n_groups = math.ceil(episodes / group_size) if episodes else len(tasks)
-        made = 0
-        for gi, task in zip(range(n_groups), itertools.cycle(tasks)):
-            gid = f"{task.instance_id}#g{gi}"
-            size = min(group_size, episodes - made) if episodes else group_size
-            self.groups[gid] = GroupState(gid, task.instance_id, size)
-            for k in range(size):
-                made += 1
-                yield Episode(f"{gid}/e{k}", gid, task, group_index=gi, member=k)
-
-    def _pick_host(self, ep: Episode) -> int | None:
-        now = time.time()
-        best, best_key = None, None
-        for i in range(len(self.hosts)):
-            free = self.host_slots[i] - self.host_inflight[i]
-            if free <= 0 or self.host_down_until[i] > now:
-                continue
-            key = (i not in ep.excluded_hosts, ep.task.image in self.host_images[i], free)
-            if best_key is None or key > best_key:
-                best, best_key = i, key
-        return best
+        return self.scheduling.episodes_for(tasks, group_size, episodes)
 
     async def run(self, tasks: list[Task], group_size: int = 1,
                   episodes: int | None = None) -> AsyncIterator[Trajectory]:
         """Yield one record per episode as it finishes (each episode exactly once)."""
+        sched = self.scheduling
         pending: collections.deque[Episode] = collections.deque()
-        source = iter(self.episodes_for(tasks, group_size, episodes))
+        source = iter(sched.episodes_for(tasks, group_size, episodes))
         done_q: asyncio.Queue[tuple[Episode, int, Trajectory | BaseException | None]] = asyncio.Queue()
         inflight = 0
         exhausted = False
         rows: dict[str, dict[str, Any]] = {}
+        loop = asyncio.get_running_loop()
 
         async def call(ep: Episode, host: int) -> None:
             tid = ep.task.instance_id
-            if tid in self.host_tasks[host]:
-                row: dict[str, Any] | str = tid
-            else:  # first time on this host: ship the row (hosts cache parsed tasks by id)
-                row = rows.setdefault(tid, ep.task.model_dump())
-                self.host_tasks[host].add(tid)
+            # the row the first time on a host (hosts cache parsed tasks by id), its id after that
+            row: dict[str, Any] | str = rows.setdefault(tid, ep.task.model_dump()) if sched.row_for(ep, host) else tid
             try:
                 result: Trajectory | BaseException = await self.hosts[host].run_episode.remote(row, ep.slot())
-            except BaseException as exc:  # noqa: BLE001 - actor death, node loss: retried below
+            except BaseException as exc:  # noqa: BLE001 - actor death, node loss: settled below
                 result = exc
             await done_q.put((ep, host, result))
 
@@ -329,13 +253,13 @@ class EnvFarm:
                         pending.append(nxt)
                 if not pending:
                     break
-                host = self._pick_host(pending[0])
+                host = sched.pick_host(pending[0])
                 if host is None:
                     break
                 ep = pending.popleft()
-                self.host_inflight[host] += 1
+                sched.started(host)
                 inflight += 1
-                asyncio.get_running_loop().create_task(call(ep, host))
+                loop.create_task(call(ep, host))
             if inflight == 0:
                 if exhausted and not pending:
                     return
@@ -343,60 +267,33 @@ class EnvFarm:
                 continue
             ep, host, result = await done_q.get()
             inflight -= 1
-            if host == -1:
+            if host == -1 or result is None:
                 pending.appendleft(ep)
                 continue
-            self.host_inflight[host] -= 1
-            record = await self._settle(ep, host, result, pending)
-            if record is not None:
-                yield record
-            while self._backoff:  # retries wait (1, 2, 4 ... s): a restarting engine gets time to return
-                ep, delay = self._backoff.pop()
-                inflight += 1
-                asyncio.get_running_loop().create_task(retry_later(ep, delay))
-
-    async def _settle(self, ep: Episode, host: int, result: Trajectory | BaseException | None,
-                      pending: collections.deque[Episode]) -> Trajectory | None:
-        """Decide what a finished call means: a final record, a retry, or a duplicate to drop."""
-        if isinstance(result, BaseException):
             if isinstance(result, (KeyboardInterrupt, asyncio.CancelledError)):
                 raise result
-            self.host_down_until[host] = time.time() + 30.0
-            check = asyncio.get_running_loop().create_task(self._check_host(host))
-            self._checks.add(check)
-            check.add_done_callback(self._checks.discard)
-            record = Trajectory.failure(
-                instance_id=ep.task.instance_id, repo=ep.task.repo, run=self.config.run,
-                kind=ErrorKind.INFRASTRUCTURE, end_reason=EndReason.HOST_LOST,
-                error=f"host {host} failed: {result.__class__.__name__}: {str(result)[:500]}",
-                **ep.slot().record_fields())
-        else:
-            assert result is not None
-            record = result
-            if record.error_kind == ErrorKind.TASK_UNKNOWN:  # the host restarted: resend the row
-                self.host_tasks[host].clear()
-                pending.appendleft(ep)
-                return None
-            if record.error_kind == ErrorKind.IMAGE_MISSING and (host, ep.task.image) not in self._shipped:
-                self._shipped.add((host, ep.task.image))
+            decision = sched.settle(ep, host, result)
+            if decision.host_failed:
+                self._start_check(host)
+            if decision.action is Action.SHIP_IMAGE:
+                assert decision.record is not None
                 if await self._ship_image(host, ep.task.image):
                     pending.appendleft(ep)
-                    return None
-            if record.error_kind != ErrorKind.IMAGE_MISSING:
-                self.host_images[host].add(ep.task.image)
-        if ep.episode_id in self._finished_ids:
-            self.counters.duplicates_dropped += 1
-            return None
-        if record.retryable and ep.attempt < self.config.max_retries:
-            self.counters.retried += 1
-            ep.attempt += 1
-            ep.excluded_hosts.add(host)
-            self._backoff.append((ep, min(self.config.retry_backoff_s * 2 ** (ep.attempt - 1), 30.0)))
-            return None
-        self._finished_ids.add(ep.episode_id)
-        record.retries = ep.attempt
-        self._count(ep, record)
-        return record
+                    continue
+                decision = sched.ship_failed(ep, decision.record)
+            if decision.action is Action.RESEND:
+                pending.appendleft(ep)
+            elif decision.action is Action.RETRY:  # after 1, 2, 4 ... s: a restarting engine gets time to return
+                inflight += 1
+                loop.create_task(retry_later(ep, decision.delay))
+            elif decision.action is Action.FINAL:
+                assert decision.record is not None
+                yield decision.record
+
+    def _start_check(self, host: int) -> None:
+        check = asyncio.get_running_loop().create_task(self._check_host(host))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
 
     async def _ship_image(self, host: int, image: str) -> bool:
         """Export the image from the driver's node and load it on the host's node."""
@@ -413,17 +310,3 @@ class EnvFarm:
         except Exception as exc:  # noqa: BLE001 - shipping failed: the episode reports image_missing
             log.warning("shipping %s to host %d failed: %s", image, host, exc)
             return False
-
-    def _count(self, ep: Episode, record: Trajectory) -> None:
-        c = self.counters
-        c.finished += 1
-        c.resolved += record.resolved
-        kind = record.error_kind
-        if kind:
-            c.errors[kind] += 1
-        if kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING):
-            c.failed += 1
-        group = self.groups[ep.group_id]
-        group.rewards.append(record.reward)
-        if group.done:
-            c.groups_done += 1
