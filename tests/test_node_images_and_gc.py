@@ -8,16 +8,15 @@ import sys
 
 import pytest
 
-from envfarm.farm.node_images import ensure_image_on_node
 from envfarm.sandbox.base import ImageMissingError, SandboxSpec
 from envfarm.sandbox.docker_backend import LABEL_RUN, DockerSandbox, list_containers
-from envfarm.sandbox.images import export_image, image_exists
+from envfarm.sandbox.image_supply import ensure_image, export_image, image_exists
 
 pytestmark = pytest.mark.docker
 
 
 def test_present_image_is_used_as_is(inflection_image):
-    assert ensure_image_on_node(inflection_image) == "present"
+    assert ensure_image(inflection_image) == "present"
 
 
 def test_image_shipped_as_a_tarball_is_loaded(inflection_image):
@@ -27,7 +26,7 @@ def test_image_shipped_as_a_tarball_is_loaded(inflection_image):
     subprocess.run(["docker", "rmi", tag], check=True, capture_output=True)
     assert not image_exists(tag)
     try:
-        assert ensure_image_on_node(tag, tarball=data) == "loaded"
+        assert ensure_image(tag, tarball=data) == "loaded"
         assert image_exists(tag)
     finally:
         subprocess.run(["docker", "rmi", tag], capture_output=True)
@@ -35,7 +34,7 @@ def test_image_shipped_as_a_tarball_is_loaded(inflection_image):
 
 def test_missing_image_error_names_it_and_every_way_tried(docker_engine):
     with pytest.raises(ImageMissingError) as err:
-        ensure_image_on_node("envfarm/never-built:0", registry="127.0.0.1:9")
+        ensure_image("envfarm/never-built:0", registry="127.0.0.1:9")
     msg = str(err.value)
     assert "envfarm/never-built:0" in msg and "pull" in msg and "docker load" in msg and "build" in msg
 

@@ -37,9 +37,10 @@ from envfarm.env.prompt import first_observation, format_help, system_prompt
 from envfarm.env.schemas import TOOL_NAMES, tool_schemas
 from envfarm.env.tools import ToolResult, ToolRunner
 from envfarm.errors import EndReason, ErrorKind, SandboxError
-from envfarm.sandbox.base import Sandbox, SandboxSpec
+from envfarm.sandbox.backends import default_sandbox_factory
+from envfarm.sandbox.base import Sandbox, SandboxFactory, SandboxSpec
 from envfarm.tasks.grade_result import GradeResult
-from envfarm.tasks.grading import SandboxFactory, grade
+from envfarm.tasks.grading import grade
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
 
@@ -57,15 +58,6 @@ class TextSpace(spaces.Text):
 
 OBSERVATION_SPACE = TextSpace(MAX_TEXT)  # shared: building a Text space costs ~0.1 ms per env
 ACTION_SPACE = TextSpace(4096)
-
-
-def default_sandbox_factory(run: str = "adhoc") -> SandboxFactory:
-    async def create(spec: SandboxSpec, task_id: str) -> Sandbox:
-        from envfarm.sandbox.docker_backend import DockerSandbox
-
-        return await DockerSandbox.create(spec, run=run, task=task_id)
-
-    return create
 
 
 class CodingEnv(gymnasium.Env):

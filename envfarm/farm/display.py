@@ -44,8 +44,8 @@ class FarmDisplay:
         c = farm.counters
         t = self._totals()
         elapsed = max(1e-9, time.time() - self.started)
-        table = Table(title=f"envfarm {self.config.run} ({self.config.backend}, policy {self.config.policy})",
-                      show_header=False)
+        backend = self.config.backend_config.type
+        table = Table(title=f"envfarm {self.config.run} ({backend}, policy {self.config.policy})", show_header=False)
         table.add_row("hosts up", f"{t['hosts_up']} / {t['hosts']}")
         table.add_row("sandboxes", "  ".join(f"{s} {t[s]}" for s in STATES))
         table.add_row("episodes running", str(t["running"]))
@@ -95,7 +95,7 @@ class FarmDisplay:
                 interrupted: bool) -> dict[str, Any]:
         c = farm.counters
         summary = {
-            "run": self.config.run, "backend": self.config.backend, "policy": self.config.policy,
+            "run": self.config.run, "backend": self.config.backend_config.type, "policy": self.config.policy,
             "envs": self.config.envs, "episodes_planned": self.episodes, "episodes_finished": c.finished,
             "resolved": c.resolved, "pass_rate": c.resolved / c.finished if c.finished else None,
             "failed_infrastructure": c.failed, "retried": c.retried, "duplicates_dropped": c.duplicates_dropped,

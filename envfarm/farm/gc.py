@@ -1,53 +1,47 @@
-"""Garbage collection of what the farm leaves behind: containers (by label) on every node.
+"""Garbage collection of what the farm leaves behind: sandboxes (containers, by label) on every node.
 
 The engine is the registry: every sandbox carries `envfarm`, `envfarm.owner` and `envfarm.run`
-labels, so anyone can find and remove them, also after the driver or a host crashed.
+labels, so anyone can find and remove them, also after the driver or a host crashed. Removal
+is the backend's (`SandboxBackend.reap`); this module runs it here or on every node.
 """
 
 from __future__ import annotations
 
-import time
-
-from envfarm.sandbox.docker_backend import LABEL_CREATED, LABEL_OWNER, LABEL_RUN, list_containers, remove_container
+from envfarm.sandbox.backends import BackendConfig, DockerBackendConfig, make_backend
 
 
-def remove_containers(owner: str | None = None, run: str | None = None, older_than_s: float | None = None) -> int:
-    """Remove this node's envfarm containers matching the filters; returns how many."""
-    filters = {}
-    if owner:
-        filters[LABEL_OWNER] = owner
-    if run:
-        filters[LABEL_RUN] = run
-    removed = 0
-    now = time.time()
-    for container in list_containers(**filters):
-        if older_than_s is not None:
-            created = float(container.labels.get(LABEL_CREATED, now))
-            if now - created < older_than_s:
-                continue
-        remove_container(container.id)
-        removed += 1
-    return removed
+def remove_containers(owner: str | None = None, run: str | None = None, older_than_s: float | None = None,
+                      backend: BackendConfig | None = None) -> int:
+    """Remove this node's sandboxes matching the filters (Docker's by default); returns how many."""
+    return make_backend(backend or DockerBackendConfig()).reap(owner=owner, run=run, older_than_s=older_than_s)
 
 
 def prune_images() -> int:
     """Remove dangling envfarm images (older builds that a rebuild replaced); returns how many."""
-    from envfarm.sandbox.docker_backend import docker_client
+    from envfarm.sandbox.image_supply import prune_dangling_images
 
-    result = docker_client().images.prune(filters={"dangling": True, "label": "envfarm.spec"})
-    return len(result.get("ImagesDeleted") or [])
+    return prune_dangling_images()
 
 
-def gc_cluster(run: str | None = None, older_than_s: float | None = None, images: bool = False) -> dict[str, int]:
-    """Run `remove_containers` (and `prune_images` with `images`) once on every alive node."""
+def gc_cluster(run: str | None = None, older_than_s: float | None = None, images: bool = False,
+               backend: BackendConfig | None = None) -> dict[str, int]:
+    """Run `remove_containers` (and `prune_images` with `images`) once on every alive node.
+
+    `backend`: a backend config (Docker's by default); one whose sandboxes cannot outlive
+    their process (sim) has nothing to reap, and no node is asked.
+    """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    backend = backend or DockerBackendConfig()
+    if not make_backend(backend).leaves_orphans:
+        return {}
 
     @ray.remote(num_cpus=0)
     def _gc_node(run: str | None, older_than_s: float | None, images: bool) -> tuple[str, int]:
         import socket
 
-        removed = remove_containers(run=run, older_than_s=older_than_s)
+        removed = remove_containers(run=run, older_than_s=older_than_s, backend=backend)
         return socket.gethostname(), removed + (prune_images() if images else 0)
 
     refs = {}

@@ -24,7 +24,8 @@ from envfarm.farm.admission import AdmissionControl
 from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.pool import WarmPool
 from envfarm.rollout.trajectory import Trajectory
-from envfarm.sandbox.base import Sandbox, SandboxSpec
+from envfarm.sandbox.backends import BackendConfig, backend_config, make_backend
+from envfarm.sandbox.base import SandboxBackend, SandboxFactory, SandboxSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,14 @@ class HostConfig:
     host_id: str  # stable across restarts: the owner label of its containers
     run: str
     slots: int  # episodes this host runs at once
-    backend: str = "docker"  # docker | sim
+    backend: str | BackendConfig = "docker"  # a name (docker | sim, with sim_profile) or a typed config
     warm_size: int = 0  # sandboxes kept ready beyond those in use
     max_starting: int = 16
     create_rate: float = 50.0
     policy: str = "scripted"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     env_config: dict[str, Any] = field(default_factory=dict)
-    sim_profile: dict[str, Any] = field(default_factory=dict)
+    sim_profile: dict[str, Any] = field(default_factory=dict)  # SimProfile fields, with backend="sim"
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
     registry: str | None = None
@@ -71,6 +72,7 @@ class EnvHostImpl:
         self._grader = None
         self._metrics = None
         self._env_config = EnvConfig.model_validate({**config.env_config, "run": config.run})
+        self.backend: SandboxBackend = make_backend(backend_config(config.backend, config.sim_profile))
         self._reaped_at_start = self._reap_predecessor()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -79,11 +81,7 @@ class EnvHostImpl:
 
     def _reap_predecessor(self) -> int:
         """Remove containers a previous incarnation of this host left (its episodes are retried)."""
-        if self.config.backend != "docker":
-            return 0
-        from envfarm.farm.gc import remove_containers
-
-        return remove_containers(owner=self.config.host_id)
+        return self.backend.reap(owner=self.config.host_id)
 
     def _ensure_started(self) -> WarmPool:
         if self._pool is None:
@@ -100,25 +98,8 @@ class EnvHostImpl:
         return SandboxSpec(image=image, cpus=self.config.cpus_per_sandbox, memory=self.config.memory_per_sandbox,
                            env=dict(self.config.env_config.get("sandbox_env", {})))
 
-    def _make_create(self):
-        cfg = self.config
-        if cfg.backend == "sim":
-            from envfarm.sandbox.sim_backend import SimProfile, SimSandbox
-
-            profile = SimProfile(**cfg.sim_profile)
-
-            async def create_sim(spec: SandboxSpec, task_id: str) -> Sandbox:
-                return await SimSandbox.create(spec, profile)
-
-            return create_sim
-        if cfg.backend != "docker":
-            raise ValueError(f"unknown backend {cfg.backend!r}: use 'docker' or 'sim'")
-        from envfarm.sandbox.docker_backend import DockerSandbox
-
-        async def create_docker(spec: SandboxSpec, task_id: str) -> Sandbox:
-            return await DockerSandbox.create(spec, owner=cfg.host_id, run=cfg.run, task=task_id)
-
-        return create_docker
+    def _make_create(self) -> SandboxFactory:
+        return self.backend.factory(owner=self.config.host_id, run=self.config.run)
 
     def _policy_for(self):
         if self._policy is None:
@@ -129,28 +110,20 @@ class EnvHostImpl:
 
     def _grader_for(self):
         if self._grader is None:
-            if self.config.backend == "sim":
-                from envfarm.sandbox.sim_backend import SimProfile
-                from envfarm.tasks.sim_grading import make_sim_grader
+            from envfarm.tasks.grading import grader_for
 
-                self._grader = make_sim_grader(SimProfile(**self.config.sim_profile))
-            else:
-                from envfarm.tasks.grading import grade
-
-                self._grader = grade
+            self._grader = grader_for(self.backend)
         return self._grader
 
     async def ensure_image(self, image: str, tarball: bytes | None = None) -> dict[str, Any]:
-        """Make sure `image` exists on this node, once per image (see envfarm.farm.node_images)."""
-        if self.config.backend == "sim" or image in self.images_ready:
+        """Make sure `image` exists on this node, once per image (see SandboxBackend.ensure_image)."""
+        if image in self.images_ready:
             return {"image": image, "how": "present"}
         lock = self._image_locks.setdefault(image, asyncio.Lock())
         async with lock:
             if image in self.images_ready:
                 return {"image": image, "how": "present"}
-            from envfarm.farm.node_images import ensure_image_on_node
-
-            how = await asyncio.to_thread(ensure_image_on_node, image, self.config.registry, tarball)
+            how = await asyncio.to_thread(self.backend.ensure_image, image, self.config.registry, tarball)
             self.images_ready.add(image)
             return {"image": image, "how": how}
 
@@ -229,11 +202,9 @@ class EnvHostImpl:
         """Close the pool and remove every container this host owns; returns how many were left."""
         if self._pool is not None:
             await self._pool.close()
-        if self.config.backend != "docker":
+        if not self.backend.leaves_orphans:
             return 0
-        from envfarm.farm.gc import remove_containers
-
-        return await asyncio.to_thread(remove_containers, owner=self.config.host_id)
+        return await asyncio.to_thread(self.backend.reap, owner=self.config.host_id)
 
     def ping(self) -> str:
         return self.node

@@ -11,20 +11,18 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from envfarm.farm.admission import AdmissionControl
-from envfarm.sandbox.base import Sandbox, SandboxError, SandboxSpec
+from envfarm.sandbox.base import Sandbox, SandboxError, SandboxFactory, SandboxSpec
 
 log = logging.getLogger(__name__)
-
-CreateFn = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
 
 
 class WarmPool:
     """Per-image queues of ready sandboxes with a target size each."""
 
-    def __init__(self, create: CreateFn, admission: AdmissionControl, warm_size: int = 0,
+    def __init__(self, create: SandboxFactory, admission: AdmissionControl, warm_size: int = 0,
                  liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None,
                  liveness_interval: float = 30.0) -> None:
         self._create = create
@@ -80,12 +78,10 @@ class WarmPool:
     async def _alive(self, sandbox: Sandbox) -> bool:
         """Dead if its stream closed (a killed container or engine closes it); a command round
         trip as well when it has not answered one for `liveness_interval` seconds."""
-        quick = getattr(sandbox, "is_alive", None)
-        if quick is not None:
-            if not quick():
-                return False
-            if time.monotonic() - getattr(sandbox, "last_ok", 0.0) < self.liveness_interval:
-                return True
+        if not sandbox.is_alive():
+            return False
+        if time.monotonic() - sandbox.last_ok < self.liveness_interval:
+            return True
         try:
             res = await sandbox.exec("true", timeout=self.liveness_timeout)
         except (TimeoutError, SandboxError, OSError):
@@ -96,7 +92,7 @@ class WarmPool:
         try:
             await sandbox.close()
         except Exception as exc:  # noqa: BLE001 - closing must never take an episode down
-            log.warning("closing sandbox %s failed: %s", getattr(sandbox, "id", "?"), exc)
+            log.warning("closing sandbox %s failed: %s", sandbox.id, exc)
 
     # -- filling -------------------------------------------------------------------------------
     def prewarm(self, image: str, count: int | None = None) -> None:

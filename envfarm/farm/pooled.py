@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envfarm.farm.pool import WarmPool
-from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, Sandbox, SandboxSpec
+from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, Sandbox, SandboxFactory, SandboxSpec
 
 
 class PooledSandbox:
@@ -14,6 +14,14 @@ class PooledSandbox:
         self._pool = pool
         self._released = False
         self.id = inner.id
+        self.simulated = inner.simulated
+
+    def is_alive(self) -> bool:
+        return self._inner.is_alive()
+
+    @property
+    def last_ok(self) -> float:
+        return self._inner.last_ok
 
     async def exec(self, cmd: str, timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
         return await self._inner.exec(cmd, timeout, output_limit)
@@ -33,7 +41,7 @@ class PooledSandbox:
         return getattr(self._inner, name)
 
 
-def pool_factory(pool: WarmPool):
+def pool_factory(pool: WarmPool) -> SandboxFactory:
     """A SandboxFactory (spec, task_id) -> Sandbox drawing from `pool`."""
 
     async def factory(spec: SandboxSpec, task_id: str) -> Sandbox:

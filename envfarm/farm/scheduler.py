@@ -18,11 +18,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from envfarm.farm.host import HostConfig, make_host_actor_class
 from envfarm.farm.scheduling import Action, Episode, FarmCounters, GroupState, Scheduling
 from envfarm.rollout.trajectory import Trajectory
+from envfarm.sandbox.backends import BackendConfig, backend_config, make_backend
 from envfarm.tasks.schema import Task
 
 __all__ = ["EnvFarm", "Episode", "FarmConfig", "FarmCounters", "GroupState"]
@@ -35,7 +37,7 @@ class FarmConfig:
     """What a farm is made of. `envs` is the number of episodes (sandboxes) running at once."""
 
     envs: int = 8
-    backend: str = "docker"
+    backend: str | BackendConfig = "docker"  # a name (docker | sim, with sim_profile) or a typed config
     policy: str = "scripted"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     run: str = field(default_factory=lambda: time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4])
@@ -52,10 +54,14 @@ class FarmConfig:
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
 
+    @cached_property
+    def backend_config(self) -> BackendConfig:
+        """`backend` (and `sim_profile`) as a typed backend config, converted once."""
+        return backend_config(self.backend, self.sim_profile)
+
     def admission(self) -> tuple[int, float]:
-        if self.backend == "sim":  # no engine to protect: admission only bounds the control plane
-            return self.max_starting or 2000, self.create_rate or 5000.0
-        return self.max_starting or 8, self.create_rate or 20.0
+        """max_starting and create_rate per host, the backend's defaults where unset."""
+        return make_backend(self.backend_config).admission(self.max_starting, self.create_rate)
 
 
 class EnvFarm:
@@ -89,11 +95,12 @@ class EnvFarm:
             ray.init(address=self.address, logging_level="ERROR", log_to_driver=False,
                      include_dashboard=False if self.address is None else None)
             self._started_ray = True
-        if self.config.backend == "docker":
+        if make_backend(self.config.backend_config).leaves_orphans:
             from envfarm.farm.gc import gc_cluster
 
             # containers of runs whose farm died long ago: older than any episode may live
-            await asyncio.to_thread(gc_cluster, None, self.max_sandbox_lifetime_s() * 2)
+            await asyncio.to_thread(gc_cluster, None, self.max_sandbox_lifetime_s() * 2,
+                                    backend=self.config.backend_config)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         placements = [n["NodeID"] for n in nodes for _ in range(self.config.hosts_per_node)]
         if self.config.max_hosts:
@@ -106,7 +113,7 @@ class EnvFarm:
         for i, (node_id, n_slots) in enumerate(zip(placements, slots, strict=True)):
             host_cfg = HostConfig(
                 host_id=f"{self.config.run}/host-{i}", run=self.config.run, slots=n_slots,
-                backend=self.config.backend, warm_size=math.ceil(n_slots * self.config.warm_fraction),
+                backend=self.config.backend_config, warm_size=math.ceil(n_slots * self.config.warm_fraction),
                 max_starting=max_starting, create_rate=rate, policy=self.config.policy,
                 policy_kwargs=self.config.policy_kwargs,
                 env_config=self.config.env_config, sim_profile=self.config.sim_profile,
@@ -180,10 +187,11 @@ class EnvFarm:
         left = 0
         results = await asyncio.gather(*(h.shutdown.remote() for h in self.hosts), return_exceptions=True)
         left += sum(r for r in results if isinstance(r, int))
-        if self.config.backend == "docker":
+        if make_backend(self.config.backend_config).leaves_orphans:
             from envfarm.farm.gc import gc_cluster
 
-            left += sum((await asyncio.to_thread(gc_cluster, self.config.run)).values())
+            left += sum((await asyncio.to_thread(gc_cluster, self.config.run,
+                                                 backend=self.config.backend_config)).values())
         for h in self.hosts:
             ray.kill(h, no_restart=True)
         self.hosts.clear()
@@ -299,7 +307,7 @@ class EnvFarm:
         """Export the image from the driver's node and load it on the host's node."""
         import ray
 
-        from envfarm.sandbox.images import export_image, image_exists
+        from envfarm.sandbox.image_supply import export_image, image_exists
 
         if not await asyncio.to_thread(image_exists, image):
             return False

@@ -1,13 +1,18 @@
-"""The Sandbox contract every backend (docker, sim) fulfils.
+"""The Sandbox contract every backend (docker, sim) fulfils, and the SandboxBackend that makes them.
 
 A sandbox is one isolated copy of a repository that an agent may run commands in. Everything is
-async because a host multiplexes thousands of sandboxes on one event loop.
+async because a host multiplexes thousands of sandboxes on one event loop. A backend is the
+one object that knows how its sandboxes are made, reaped and supplied with images; which one a
+run uses is chosen once, from its typed config (`envfarm.sandbox.backends.make_backend`), and
+no caller asks for a backend by name again.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from envfarm.errors import ImageMissingError, SandboxError
 
@@ -66,9 +71,29 @@ class SandboxSpec:
 
 @runtime_checkable
 class Sandbox(Protocol):
-    """One isolated repository copy with a persistent shell session."""
+    """One isolated repository copy with a persistent shell session.
+
+    Besides commands and files, a sandbox answers what warm pools and set-up rely on:
+    `is_alive()` and `last_ok` let a pool hand out a warm sandbox without a command round trip
+    when it answered one recently, and `simulated` tells set-up that there is no repository to
+    check (the sim backend's sandboxes only pay the time of the commands).
+    """
 
     id: str
+    # True when the sandbox holds no real repository (sim backend): set-up checks that read
+    # one are skipped, only their time is spent.
+    simulated: bool
+
+    def is_alive(self) -> bool:
+        """Cheap liveness without a round trip: not closed and its shell still connected. A
+        pool drops a warm sandbox that says False and creates another."""
+        ...
+
+    @property
+    def last_ok(self) -> float:
+        """time.monotonic() of the last command that came back: a pool trusts `is_alive()` alone
+        for a while after it, then checks with a real command."""
+        ...
 
     async def exec(self, cmd: str, timeout: float = 60.0,
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult: ...
@@ -78,6 +103,61 @@ class Sandbox(Protocol):
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None: ...
 
     async def close(self) -> None: ...
+
+
+# Makes one sandbox: (spec, task id) -> a started Sandbox. What a CodingEnv, grading and a warm
+# pool take; a backend binds its owner and run labels into one with `SandboxBackend.factory`.
+SandboxFactory = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
+
+
+class SandboxBackend(ABC):
+    """One kind of sandbox (docker, sim): how they are created, reaped and given their images.
+
+    Why an object: the farm, pools, grading and garbage collection all differ by backend, and
+    asking "is it docker?" in each of them spreads one decision over many files. A backend is
+    built once from its typed config (`envfarm.sandbox.backends.make_backend`) and carries
+    everything that differs: creates, reaping of what a crashed owner left, image supply, and
+    the admission defaults that protect its engine. Grading differs too, but graders live in
+    the tasks layer above: see `envfarm.tasks.grading.grader_for`.
+    """
+
+    name: ClassVar[str]
+    # Sandboxes hold no repository (see Sandbox.simulated).
+    simulated: ClassVar[bool] = False
+    # Sandboxes outlive the process that made them (containers do, objects in memory do not):
+    # only then can a crash leave orphans, and only then is reaping across nodes worth a call.
+    leaves_orphans: ClassVar[bool] = True
+    # Admission defaults per host: creates starting at once, and creates per second.
+    max_starting: ClassVar[int]
+    create_rate: ClassVar[float]
+
+    @abstractmethod
+    async def create(self, spec: SandboxSpec, task_id: str = "", *, owner: str | None = None,
+                     run: str = "adhoc") -> Sandbox:
+        """Start one sandbox; `owner` and `run` label it so that `reap` can find it later."""
+
+    @abstractmethod
+    def reap(self, *, owner: str | None = None, run: str | None = None,
+             older_than_s: float | None = None) -> int:
+        """Remove this machine's sandboxes of `owner` / `run` (older than `older_than_s`); how many.
+        Blocking: call it from a thread on an event loop."""
+
+    @abstractmethod
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
+        """Make `image` usable here; returns how (present, pulled, built, loaded) or raises
+        ImageMissingError. Blocking: call it from a thread on an event loop."""
+
+    def factory(self, *, owner: str | None = None, run: str = "adhoc") -> SandboxFactory:
+        """A SandboxFactory that creates this backend's sandboxes under `owner` and `run`."""
+
+        async def create(spec: SandboxSpec, task_id: str) -> Sandbox:
+            return await self.create(spec, task_id, owner=owner, run=run)
+
+        return create
+
+    def admission(self, max_starting: int | None = None, create_rate: float | None = None) -> tuple[int, float]:
+        """The given admission settings, with this backend's defaults where one is None."""
+        return max_starting or self.max_starting, create_rate or self.create_rate
 
 
 def parse_size(size: str) -> int:

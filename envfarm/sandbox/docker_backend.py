@@ -20,7 +20,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -30,11 +30,16 @@ from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
     ExecResult,
     ImageMissingError,
+    Sandbox,
+    SandboxBackend,
     SandboxError,
     SandboxSpec,
     parse_size,
 )
 from envfarm.sandbox.shell_session import KILL_SCRIPT, ShellSession
+
+if TYPE_CHECKING:
+    from envfarm.sandbox.backends import DockerBackendConfig
 
 # write_file: files up to this size go through the shell session, larger ones through the archive API
 SESSION_WRITE_MAX = 256 << 10
@@ -85,6 +90,8 @@ async def _in_thread(fn, *args, **kwargs):
 
 class DockerSandbox:
     """A sandbox backed by one container. Create with `await DockerSandbox.create(spec)`."""
+
+    simulated = False  # a real repository: set-up checks it (see Sandbox)
 
     def __init__(self, container: Any, spec: SandboxSpec) -> None:
         self.container = container
@@ -338,6 +345,52 @@ def remove_container(container_id: str, patience_s: float = 30.0) -> None:
                 raise SandboxError(f"could not remove container {container_id[:12]}: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+class DockerBackend(SandboxBackend):
+    """Docker sandboxes on this node's engine; the engine's labels are the registry for reaping.
+
+    Admission defaults protect the engine: a burst of creates past about eight at once only
+    queues inside dockerd and stretches every start.
+    """
+
+    name = "docker"
+    simulated = False
+    leaves_orphans = True
+    max_starting = 8
+    create_rate = 20.0
+
+    def __init__(self, config: DockerBackendConfig | None = None) -> None:
+        from envfarm.sandbox.backends import DockerBackendConfig
+
+        self.config = config or DockerBackendConfig()
+
+    async def create(self, spec: SandboxSpec, task_id: str = "", *, owner: str | None = None,
+                     run: str = "adhoc") -> Sandbox:
+        return await DockerSandbox.create(spec, owner=owner, run=run, task=task_id)
+
+    def reap(self, *, owner: str | None = None, run: str | None = None,
+             older_than_s: float | None = None) -> int:
+        filters = {}
+        if owner:
+            filters[LABEL_OWNER] = owner
+        if run:
+            filters[LABEL_RUN] = run
+        removed = 0
+        now = time.time()
+        for container in list_containers(**filters):
+            if older_than_s is not None:
+                created = float(container.labels.get(LABEL_CREATED, now))
+                if now - created < older_than_s:
+                    continue
+            remove_container(container.id)
+            removed += 1
+        return removed
+
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
+        from envfarm.sandbox.image_supply import ensure_image
+
+        return ensure_image(image, registry, tarball)
 
 
 def list_containers(**label_filters: str) -> list[Any]:

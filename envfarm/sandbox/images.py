@@ -3,6 +3,7 @@
 Why here and not in a Dockerfile alone: no registry may be reachable, so the base image is made
 from a `debootstrap` root file system when `debian:bookworm-slim` cannot be had, and the
 repository sources are fetched on the host (`pip download`) because builds have no network.
+Whether an image is present, pulls, loads and exports are `envfarm.sandbox.image_supply`'s job.
 Builds are cached twice: an image whose `envfarm.spec` label matches the hash of its inputs is
 not rebuilt at all, and Docker's layer cache covers the rest.
 
@@ -26,6 +27,9 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from envfarm.sandbox.base import SandboxError
+from envfarm.sandbox.image_supply import image_exists, pull_image
 
 BASE_TAG = "envfarm/base:bookworm"
 ROOTFS_TAG = "envfarm/rootfs:bookworm"
@@ -115,10 +119,6 @@ def _image_label(tag: str, key: str = "envfarm.spec") -> str | None:
     return labels.get(key)
 
 
-def image_exists(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
-
-
 def _hash(*parts: str | bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -150,15 +150,7 @@ def debian_mirror() -> str:
 
 
 def _registry_base_available(timeout: float = 25.0) -> bool:
-    if image_exists(REGISTRY_BASE):
-        return True
-    try:
-        proc = subprocess.run(
-            ["docker", "pull", REGISTRY_BASE], capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return proc.returncode == 0
+    return image_exists(REGISTRY_BASE) or pull_image(REGISTRY_BASE, timeout=timeout) is None
 
 
 def _build_rootfs_image() -> str:
@@ -306,17 +298,6 @@ def build_all(names: list[str] | None = None, force: bool = False) -> list[str]:
     return tags
 
 
-def export_image(tag: str) -> bytes:
-    """`docker save` of one image, for shipping to a node that can neither pull nor build."""
-    return _run(["docker", "save", tag], f"docker save {tag}", text=False).stdout  # type: ignore[return-value]
-
-
-def load_image(data: bytes) -> None:
-    proc = subprocess.run(["docker", "load"], input=data, capture_output=True)
-    if proc.returncode != 0:
-        raise ImageBuildError(f"docker load failed: {proc.stderr.decode(errors='replace').strip()}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m envfarm.sandbox.images",
                                      description="Build envfarm's images (offline when needed).")
@@ -333,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for tag in build_all(args.projects, force=args.force):
             print(tag)
-    except ImageBuildError as exc:
+    except (ImageBuildError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -344,4 +325,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["Project", "ImageBuildError", "build_all", "build_base", "build_repo", "load_projects",
-           "base_commit", "image_exists", "export_image", "load_image"]
+           "base_commit"]

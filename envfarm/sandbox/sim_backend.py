@@ -17,8 +17,19 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, SandboxError, SandboxSpec
+from envfarm.sandbox.base import (
+    DEFAULT_OUTPUT_LIMIT,
+    ExecResult,
+    Sandbox,
+    SandboxBackend,
+    SandboxError,
+    SandboxSpec,
+)
+
+if TYPE_CHECKING:
+    from envfarm.sandbox.backends import SimBackendConfig
 
 _ids = itertools.count()
 SIM_PATCH = b"diff --git a/sim.py b/sim.py\n--- a/sim.py\n+++ b/sim.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
@@ -46,7 +57,7 @@ class SimProfile:
 class SimSandbox:
     """Fulfils the Sandbox protocol with sleeps and an in-memory file system."""
 
-    simulated = True  # holds no repository: set-up checks that read one are skipped
+    simulated = True  # holds no repository: set-up checks that read one are skipped (see Sandbox)
 
     def __init__(self, spec: SandboxSpec, profile: SimProfile, rng: random.Random) -> None:
         self.spec = spec
@@ -72,6 +83,7 @@ class SimSandbox:
 
     @property
     def last_ok(self) -> float:
+        """Always now: a simulated sandbox never goes quiet, so a pool never spends a round trip."""
         return time.monotonic()
 
     async def exec(self, cmd: str, timeout: float = 60.0,
@@ -96,6 +108,40 @@ class SimSandbox:
         if not self._closed:
             self._closed = True
             await asyncio.sleep(self.profile.draw(self.profile.close_s, self._rng))
+
+
+class SimBackend(SandboxBackend):
+    """Sandboxes that are objects in memory: nothing to reap, every image present.
+
+    Admission only bounds the control plane here (there is no engine to protect), hence the
+    high defaults.
+    """
+
+    name = "sim"
+    simulated = True
+    leaves_orphans = False
+    max_starting = 2000
+    create_rate = 5000.0
+
+    def __init__(self, config: SimBackendConfig | None = None) -> None:
+        from envfarm.sandbox.backends import SimBackendConfig
+
+        self.config = config or SimBackendConfig()
+
+    @property
+    def profile(self) -> SimProfile:
+        return self.config.profile
+
+    async def create(self, spec: SandboxSpec, task_id: str = "", *, owner: str | None = None,
+                     run: str = "adhoc") -> Sandbox:
+        return await SimSandbox.create(spec, self.profile)
+
+    def reap(self, *, owner: str | None = None, run: str | None = None,
+             older_than_s: float | None = None) -> int:
+        return 0
+
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
+        return "present"
 
 
 def sim_resolves(instance_id: str, attempt_key: str, rate: float) -> bool:

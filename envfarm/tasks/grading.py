@@ -29,7 +29,7 @@ from swebench.harness.grading import (
 from swebench.harness.utils import make_test_spec
 
 from envfarm.errors import ErrorKind, ImageMissingError, SandboxError
-from envfarm.sandbox.base import Sandbox, SandboxSpec
+from envfarm.sandbox.base import Sandbox, SandboxBackend, SandboxFactory, SandboxSpec
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.patch_guard import MAX_PATCH_BYTES, PatchReport, inspect_patch, revert_command
 from envfarm.tasks.schema import Task
@@ -44,7 +44,8 @@ EVAL_PATH = "/tmp/.envfarm_eval.sh"
 PYCACHE_PREFIX = "/opt/envfarm/pycache"
 EVAL_ENV = f"PYTHONNOUSERSITE=1 PYTHONPYCACHEPREFIX={PYCACHE_PREFIX}"
 
-SandboxFactory = Callable[[SandboxSpec, str], Awaitable[Sandbox]]
+__all__ = ["ErrorKind", "GradeResult", "SandboxFactory", "apply_patch", "grade", "grade_in_sandbox",
+           "grade_log", "grader_for", "screen_patch"]
 
 
 def _fraction(part: dict[str, list[str]]) -> float:
@@ -161,11 +162,9 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
                 timeout: float = 600.0, labels: dict[str, str] | None = None) -> GradeResult:
     """Grade `patch` in a fresh sandbox from the task's pristine image; always closes it."""
     if sandbox_factory is None:
-        from envfarm.sandbox.docker_backend import DockerSandbox
+        from envfarm.sandbox.backends import default_sandbox_factory
 
-        async def sandbox_factory(spec: SandboxSpec, task_id: str) -> Sandbox:
-            return await DockerSandbox.create(spec, task=task_id)
-
+        sandbox_factory = default_sandbox_factory()
     screened = screen_patch(task, patch)  # before any sandbox: a refused patch costs nothing
     if isinstance(screened, GradeResult):
         return screened
@@ -191,3 +190,18 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
             if result is not None:
                 result.phases["close"] = round(time.perf_counter() - closing, 4)
                 result.seconds = time.perf_counter() - started
+
+
+def grader_for(backend: SandboxBackend) -> Callable[..., Awaitable[GradeResult]]:
+    """The grader that goes with a backend: sim grading (latency and a drawn verdict, no sandbox)
+    for simulated sandboxes, which hold no repository to test; `grade` for the others.
+
+    Here and not on the backend because graders belong to the tasks layer, above sandboxes.
+    """
+    from envfarm.sandbox.sim_backend import SimBackend
+
+    if isinstance(backend, SimBackend):
+        from envfarm.tasks.sim_grading import make_sim_grader
+
+        return make_sim_grader(backend.profile)
+    return grade

@@ -4,29 +4,21 @@ A farm that finds a missing image only when the first sandbox starts fails late 
 node; checking up front gives one clear error that names each missing image and how to get it:
 envfarm's own repository images are built offline from images/projects.toml, and any other
 image (a real SWE-bench row's) is pulled when a registry is reachable, else must be
-`docker load`ed from a tarball.
+`docker load`ed from a tarball. The supply itself is `envfarm.sandbox.image_supply`'s; this
+module only says which images tasks name.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable
 
-from envfarm.sandbox.base import ImageMissingError
-from envfarm.sandbox.images import build_repo, image_exists, load_projects
+from envfarm.sandbox import image_supply
 from envfarm.tasks.schema import Task
 
 
 def missing_images(tasks: Iterable[Task]) -> list[str]:
     """Images the tasks name that are not on this machine, sorted."""
-    return sorted(img for img in {t.image for t in tasks} if not image_exists(img))
-
-
-def _pull(image: str, timeout: float = 120) -> bool:
-    try:
-        return subprocess.run(["docker", "pull", image], capture_output=True, timeout=timeout).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
+    return image_supply.missing_images(t.image for t in tasks)
 
 
 def ensure_task_images(tasks: Iterable[Task], build: bool = True, pull: bool = True) -> list[str]:
@@ -34,23 +26,4 @@ def ensure_task_images(tasks: Iterable[Task], build: bool = True, pull: bool = T
 
     Raises ImageMissingError naming every image still missing and how to get each one.
     """
-    tasks = list(tasks)
-    by_image = {p.image: p for p in load_projects().values()}
-    got: list[str] = []
-    problems: list[str] = []
-    for image in missing_images(tasks):
-        project = by_image.get(image)
-        if project is not None and build:
-            build_repo(project)
-            got.append(image)
-        elif project is None and pull and _pull(image):
-            got.append(image)
-        elif project is not None:
-            problems.append(f"{image}: build it with `python -m envfarm.sandbox.images build {project.name}` "
-                            f"or `docker load -i <file>.tar` a saved copy")
-        else:
-            problems.append(f"{image}: not on this machine and it could not be pulled; build it, or "
-                            f"`docker save {image}` where it exists and `docker load -i <file>.tar` it here")
-    if problems:
-        raise ImageMissingError("missing task image(s):\n  " + "\n  ".join(problems))
-    return got
+    return image_supply.ensure_images((t.image for t in tasks), build=build, pull=pull)

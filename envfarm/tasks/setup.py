@@ -61,7 +61,7 @@ async def prepare_repository(sandbox: Sandbox, task: Task, workdir: str = "/test
     A hash mismatch means the image is not the one the task was made from. Simulated sandboxes
     (the sim backend) hold no repository: they pay the time of the set-up command and no more.
     """
-    if getattr(sandbox, "simulated", False):
+    if sandbox.simulated:
         await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit}", timeout=60)
         return
     if task.bug_patch:

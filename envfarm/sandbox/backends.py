@@ -1,0 +1,104 @@
+"""Backend configs and the one place a backend is chosen: `make_backend(config)`.
+
+Each backend has a small typed config whose `type` field names it, so a config travels as
+plain data (through Ray, JSON, a CLI flag) and still says exactly which backend it is for:
+
+    make_backend(DockerBackendConfig())
+    make_backend(SimBackendConfig(profile=SimProfile(create_s=0.02)))
+    make_backend(backend_config("sim", sim_profile={"create_s": 0.02}))  # from a CLI string
+
+The registry maps a name to its config and to the class that implements it; the Docker backend
+is imported only when asked for, so a sim run never loads the Docker SDK's machinery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import import_module
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from envfarm.sandbox.base import SandboxBackend, SandboxFactory
+from envfarm.sandbox.sim_backend import SimProfile
+
+
+class DockerBackendConfig(BaseModel):
+    """One locked-down container per sandbox on this node's Docker engine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["docker"] = "docker"
+
+
+class SimBackendConfig(BaseModel):
+    """Simulated sandboxes: Docker's latencies (and failure odds) from `profile`, no containers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["sim"] = "sim"
+    profile: SimProfile = Field(default_factory=SimProfile)
+
+
+BackendConfig = Annotated[DockerBackendConfig | SimBackendConfig, Field(discriminator="type")]
+
+# name -> (its config class, "module:Class" of the backend, imported when first made)
+_REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
+    "docker": (DockerBackendConfig, "envfarm.sandbox.docker_backend:DockerBackend"),
+    "sim": (SimBackendConfig, "envfarm.sandbox.sim_backend:SimBackend"),
+}
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def register_backend(name: str, config_cls: type[BaseModel], backend: str | type[SandboxBackend]) -> None:
+    """Add a backend: `config_cls` must have `type: Literal[name]`; `backend` is its class or
+    its "module:Class" path."""
+    path = backend if isinstance(backend, str) else f"{backend.__module__}:{backend.__qualname__}"
+    _REGISTRY[name] = (config_cls, path)
+
+
+def _unknown(name: object) -> ValueError:
+    return ValueError(f"unknown backend {name!r}: use {' or '.join(repr(n) for n in backend_names())}")
+
+
+def backend_config(spec: str | Mapping[str, Any] | BaseModel,
+                   sim_profile: Mapping[str, Any] | None = None) -> Any:
+    """A typed backend config from what a CLI or a caller has: a name ("docker", "sim"), a dict
+    with a `type`, or a config already (returned as is).
+
+    `sim_profile` (SimProfile's fields) applies to the name "sim" only; unknown fields raise
+    TypeError as SimProfile(**fields) does.
+    """
+    if isinstance(spec, BaseModel):
+        if getattr(spec, "type", None) not in _REGISTRY:
+            raise _unknown(getattr(spec, "type", spec))
+        return spec
+    if isinstance(spec, str):
+        if spec not in _REGISTRY:
+            raise _unknown(spec)
+        if spec == "sim":
+            return SimBackendConfig(profile=SimProfile(**dict(sim_profile or {})))
+        return _REGISTRY[spec][0]()
+    name = spec.get("type")
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[name][0].model_validate(dict(spec))
+
+
+def backend_class(name: str) -> type[SandboxBackend]:
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    module, _, attr = _REGISTRY[name][1].partition(":")
+    return getattr(import_module(module), attr)
+
+
+def make_backend(config: str | Mapping[str, Any] | BaseModel) -> SandboxBackend:
+    """The backend a config (or a name, or a dict with a `type`) asks for."""
+    cfg = backend_config(config)
+    return backend_class(cfg.type)(cfg)
+
+
+def default_sandbox_factory(run: str = "adhoc") -> SandboxFactory:
+    """The default SandboxFactory: Docker sandboxes labelled with `run` and this process as owner."""
+    return make_backend(DockerBackendConfig()).factory(run=run)
