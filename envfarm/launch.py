@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from envfarm.env.config import EnvConfig
 from envfarm.errors import UserInputError
 from envfarm.farm.display import FarmDisplay
 from envfarm.farm.scheduler import EnvFarm, FarmConfig
@@ -128,8 +129,7 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
     from envfarm.policy.loader import check_spec
 
     check_spec(policy)
-    env_config = {"max_turns": args.max_turns, "episode_timeout_s": args.episode_timeout,
-                  "command_timeout_s": args.command_timeout}
+    env_config = EnvConfig.from_args(args)
     cfg = FarmConfig(envs=args.envs, backend=args.backend, policy=policy,
                      policy_kwargs=parse_policy_args(args.policy_arg), hosts_per_node=args.hosts_per_node,
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
@@ -150,7 +150,8 @@ async def run_farm(args: argparse.Namespace) -> int:
     cfg = farm_config(args)
     episodes = args.episodes or 2 * args.envs
     store = TrajectoryStore(Path(args.out) / cfg.run, manifest={
-        "config": {k: v for k, v in vars(args).items()}, "farm": cfg.__dict__, "task_source": args.tasks,
+        "config": {k: v for k, v in vars(args).items()},
+        "farm": {**vars(cfg), "env_config": cfg.env_config.model_dump()}, "task_source": args.tasks,
         "n_tasks": len(tasks), "policy": cfg.policy, "episodes": episodes,
     })
     display = FarmDisplay(cfg, episodes, live=not args.no_live)

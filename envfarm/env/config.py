@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from envfarm.errors import UserInputError
+
+# the command line's names for EnvConfig's fields: the one mapping launch and train both use
+CLI_FLAGS = {"max_turns": "--max-turns", "episode_timeout": "--episode-timeout", "command_timeout": "--command-timeout"}
+_FIELDS = {"max_turns": "max_turns", "episode_timeout": "episode_timeout_s", "command_timeout": "command_timeout_s"}
 
 
 class EnvConfig(BaseModel):
@@ -19,3 +28,21 @@ class EnvConfig(BaseModel):
     sandbox_env: dict[str, str] = Field(default_factory=lambda: {"PYTHONDONTWRITEBYTECODE": "1"},
                                         description="environment of the agent's shell (no .pyc noise in diffs)")
     run: str = Field("adhoc", description="run name, put on the sandboxes' labels")
+
+    @classmethod
+    def from_args(cls, args: Any, **fields: Any) -> EnvConfig:
+        """From the command line's flags (see CLI_FLAGS); a bad value is a UserInputError naming the flag."""
+        values = {_FIELDS[name]: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
+        try:
+            return cls(**values, **fields)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            flag = next((CLI_FLAGS[k] for k, v in _FIELDS.items() if v == field), field)
+            raise UserInputError(f"{flag}: {err['msg']}") from None
+
+    @classmethod
+    def coerce(cls, value: EnvConfig | Mapping[str, Any] | None, run: str | None = None) -> EnvConfig:
+        """An EnvConfig from one or a dict of its fields, with `run` set when given."""
+        cfg = value if isinstance(value, cls) else cls.model_validate(dict(value or {}))
+        return cfg.model_copy(update={"run": run}) if run is not None else cfg

@@ -43,11 +43,14 @@ class HostConfig:
     create_rate: float = 50.0
     policy: str = "scripted"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
-    env_config: dict[str, Any] = field(default_factory=dict)
+    env_config: EnvConfig = field(default_factory=EnvConfig)  # a dict of its fields is accepted
     sim_profile: dict[str, Any] = field(default_factory=dict)  # SimProfile fields, with backend="sim"
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
     registry: str | None = None
+
+    def __post_init__(self) -> None:
+        self.env_config = EnvConfig.coerce(self.env_config, run=self.run)
 
 
 class EnvHostImpl:
@@ -71,7 +74,6 @@ class EnvHostImpl:
         self._tasks: dict[str, Any] = {}  # instance id -> Task, parsed once per host
         self._grader = None
         self._metrics = None
-        self._env_config = EnvConfig.model_validate({**config.env_config, "run": config.run})
         self.backend: SandboxBackend = make_backend(backend_config(config.backend, config.sim_profile))
         self._reaped_at_start = self._reap_predecessor()
 
@@ -96,7 +98,7 @@ class EnvHostImpl:
 
     def _spec_for(self, image: str) -> SandboxSpec:
         return SandboxSpec(image=image, cpus=self.config.cpus_per_sandbox, memory=self.config.memory_per_sandbox,
-                           env=dict(self.config.env_config.get("sandbox_env", {})))
+                           env=dict(self.config.env_config.sandbox_env))
 
     def _make_create(self) -> SandboxFactory:
         return self.backend.factory(owner=self.config.host_id, run=self.config.run)
@@ -160,7 +162,7 @@ class EnvHostImpl:
         try:
             record = await run_farm_episode(
                 task, slot=slot, pool=pool, policy=self._policy_for(), grader=self._grader_for(),
-                env_config=self._env_config, ensure_image=self.ensure_image, on_running=self._count_running,
+                env_config=self.config.env_config, ensure_image=self.ensure_image, on_running=self._count_running,
             )
         except ImageMissingError as exc:
             record = failure(ErrorKind.IMAGE_MISSING, str(exc))

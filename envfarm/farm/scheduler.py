@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from envfarm.env.config import EnvConfig
 from envfarm.farm.host import HostConfig, make_host_actor_class
 from envfarm.farm.scheduling import Action, Episode, FarmCounters, GroupState, Scheduling
 from envfarm.rollout.trajectory import Trajectory
@@ -48,11 +49,14 @@ class FarmConfig:
     create_rate: float | None = None  # per host, creates per second; default by backend
     max_retries: int = 3
     retry_backoff_s: float = 1.0  # first retry waits this long, each next one twice as long
-    env_config: dict[str, Any] = field(default_factory=dict)
+    env_config: EnvConfig = field(default_factory=EnvConfig)  # a dict of its fields is accepted
     sim_profile: dict[str, Any] = field(default_factory=dict)
     registry: str | None = None
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
+
+    def __post_init__(self) -> None:
+        self.env_config = EnvConfig.coerce(self.env_config)
 
     @cached_property
     def backend_config(self) -> BackendConfig:
@@ -116,7 +120,8 @@ class EnvFarm:
                 backend=self.config.backend_config, warm_size=math.ceil(n_slots * self.config.warm_fraction),
                 max_starting=max_starting, create_rate=rate, policy=self.config.policy,
                 policy_kwargs=self.config.policy_kwargs,
-                env_config=self.config.env_config, sim_profile=self.config.sim_profile,
+                env_config=EnvConfig.coerce(self.config.env_config, run=self.config.run),
+                sim_profile=self.config.sim_profile,
                 cpus_per_sandbox=self.config.cpus_per_sandbox, memory_per_sandbox=self.config.memory_per_sandbox,
                 registry=self.config.registry,
             )
@@ -170,7 +175,7 @@ class EnvFarm:
     def max_sandbox_lifetime_s(self) -> float:
         """Agent time plus grading time plus margin: no reaper may remove a sandbox younger than this."""
         env = self.config.env_config
-        return float(env.get("episode_timeout_s", 1800)) + float(env.get("grading_timeout_s", 600)) + 300
+        return env.episode_timeout_s + env.grading_timeout_s + 300
 
     async def prewarm(self, images: Iterable[str]) -> None:
         images = sorted(set(images))

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from envfarm.env.config import EnvConfig
 from envfarm.errors import UserInputError
 from envfarm.train.config import RewardWeights, TrainConfig
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    env_config = {"max_turns": args.max_turns, "episode_timeout_s": args.episode_timeout,
-                  "command_timeout_s": args.command_timeout}
+    env_config = EnvConfig.from_args(args)
     return TrainConfig(
         num_generations=args.num_generations, max_completion_length=args.max_completion_length,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, env_config=env_config,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from envfarm.env.config import EnvConfig
 
 
 @dataclass
@@ -31,10 +32,13 @@ class TrainConfig:
     max_completion_length: int = 2048  # tokens of a whole multi-turn completion (prompt excluded)
     max_new_tokens: int = 512  # per model turn
     temperature: float = 1.0
-    env_config: dict[str, Any] = field(default_factory=dict)  # EnvConfig fields (max_turns, timeouts, ...)
+    env_config: EnvConfig = field(default_factory=EnvConfig)  # a dict of its fields is accepted
     rewards: RewardWeights = field(default_factory=RewardWeights)
     max_masked_fraction: float = 0.5  # a group with more masked episodes than this is dropped whole
     max_retries: int = 1  # infrastructure failures are retried this many times before they are masked
     envs: int = 8  # episodes running at once
     demos_per_group: int = 0  # episodes per group played by a guide (gold patch) and scored by the model
     run: str = "train"
+
+    def __post_init__(self) -> None:
+        self.env_config = EnvConfig.coerce(self.env_config)

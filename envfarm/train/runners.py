@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from envfarm.env.config import EnvConfig
 from envfarm.env.loop_thread import LoopThread
 from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.host import EnvHostImpl, HostConfig
@@ -29,7 +30,7 @@ from envfarm.train.policies import PolicyRouter
 
 
 class InProcessRunner:
-    def __init__(self, policy: Any, *, envs: int, env_config: dict[str, Any], run: str, backend: str = "docker",
+    def __init__(self, policy: Any, *, envs: int, env_config: EnvConfig, run: str, backend: str = "docker",
                  max_retries: int = 1, demo_policy: Callable[[], Any] | None = None, demos_per_group: int = 0,
                  warm_fraction: float = 1.0, sim_profile: dict[str, Any] | None = None) -> None:
         self.router = PolicyRouter(policy)

@@ -74,7 +74,7 @@ def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConf
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     funcs, _ = reward_funcs(cfg.rewards)
-    env_config = {**cfg.env_config}
+    env_config = cfg.env_config
     if vllm_server:
         from envfarm.train.vllm_policy import VLLMTokenPolicy
 

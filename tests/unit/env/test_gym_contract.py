@@ -73,3 +73,18 @@ def test_registered_id_makes_the_env():
         assert isinstance(observation, str) and info["tools"]
     finally:
         env.close()
+
+
+def test_cli_flags_map_to_one_config_and_bad_values_name_the_flag():
+    import argparse
+
+    import pytest
+
+    from envfarm.env.config import EnvConfig
+    from envfarm.errors import UserInputError
+
+    args = argparse.Namespace(max_turns=7, episode_timeout=60.0, command_timeout=5.0)
+    cfg = EnvConfig.from_args(args, run="r")
+    assert (cfg.max_turns, cfg.episode_timeout_s, cfg.command_timeout_s, cfg.run) == (7, 60.0, 5.0, "r")
+    with pytest.raises(UserInputError, match="--max-turns"):
+        EnvConfig.from_args(argparse.Namespace(max_turns=0, episode_timeout=60.0, command_timeout=5.0))
