@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
+from envfarm.suitegen.baseline import load_or_compute
+from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive
+from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
-from envfarm.tasks.synth.baseline import load_or_compute
-from envfarm.tasks.synth.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive
-from envfarm.tasks.synth.summary import write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python scripts/generate_suite.py --per-project 36 --seed 0 --workers 2"

@@ -3,7 +3,7 @@
 Each fixture is a real bug in a real project: a small hand-made change to its source, with an
 issue-style problem statement. FAIL_TO_PASS and PASS_TO_PASS come from real test runs in the
 repository image, and each task is kept only if its gold patch resolves it and the empty patch
-does not (envfarm.tasks.derive).
+does not (envfarm.suitegen.derive).
 
     python scripts/make_fixture_tasks.py
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import build_repo, load_projects, read_file_from_image
-from envfarm.tasks.derive import Candidate, derive_task
+from envfarm.suitegen.derive import Candidate, derive_task
 
 OUT = Path(__file__).resolve().parents[1] / "envfarm" / "tasks" / "builtin" / "fixtures.jsonl"
 

@@ -9,9 +9,9 @@ import re
 import pytest
 
 from envfarm.sandbox.images import Project
+from envfarm.suitegen import KINDS, mutants_of_file, order
+from envfarm.suitegen.statement import compose, excerpt, leaked_lines, single_test_command
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
-from envfarm.tasks.synth import KINDS, mutants_of_file, order
-from envfarm.tasks.synth.statement import compose, excerpt, leaked_lines, single_test_command
 
 SAMPLE = '''"""A module with a bit of everything the mutation kinds look for."""
 import re

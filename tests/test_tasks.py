@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from envfarm.tasks.eval_script import make_eval_script
+from envfarm.suitegen.eval_script import make_eval_script
+from envfarm.tasks.diff import files_in_diff
 from envfarm.tasks.loading import load, load_builtin, round_robin_by_project, select, split_by_project
-from envfarm.tasks.schema import Task, TaskError, files_in_diff
+from envfarm.tasks.schema import Task, TaskError
 
 
 def _row(**over):

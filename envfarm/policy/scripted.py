@@ -6,7 +6,9 @@ check of the environment (tools, diff extraction, grading) and the farm's defaul
 needs no model, is deterministic, and takes milliseconds a turn.
 
 If an edit is refused (a hunk whose text is not unique in the file), it falls back to applying
-the whole gold patch with `git apply` from bash, then tests and submits.
+the whole gold patch with `git apply` from bash, then tests and submits; so it does from the
+start for a file the editor cannot change at all (binary; a rename, copy, deletion or mode change
+without hunks). A mode change next to hunks is left out: the hunks go through the editor.
 
 The policy is stateless between calls: where it is in its plan follows from the conversation,
 so one instance serves any number of concurrent episodes. It finds the task by its problem
@@ -17,85 +19,28 @@ introduce each task with `observe_task` (it loads the builtin tasks when given n
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from envfarm.policy.base import Completion, PolicyError
+from envfarm.tasks.diff import parse_diff
 from envfarm.tasks.schema import Task
 
 FALLBACK_MARK = "# envfarm-scripted: apply the gold patch"
-HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+PATCH_EOF = "ENVFARM_GOLD_PATCH_EOF"
 
 
-@dataclass
-class Hunk:
-    old_start: int
-    old_lines: list[str] = field(default_factory=list)
-    new_lines: list[str] = field(default_factory=list)
-    old_eof_newline: bool = True
-    new_eof_newline: bool = True
+def apply_patch_command(patch: str, reset: bool = False, workdir: str = "/testbed") -> str:
+    """Bash that applies `patch` to the repository with `git apply`, the patch in a here-document.
 
-    @property
-    def old_text(self) -> str:
-        return "\n".join(self.old_lines) + ("\n" if self.old_eof_newline and self.old_lines else "")
-
-    @property
-    def new_text(self) -> str:
-        return "\n".join(self.new_lines) + ("\n" if self.new_eof_newline and self.new_lines else "")
-
-
-@dataclass
-class FilePatch:
-    path: str
-    new_file: bool = False
-    deleted: bool = False
-    binary: bool = False
-    hunks: list[Hunk] = field(default_factory=list)
-
-
-def _strip_prefix(path: str) -> str:
-    return path.split("/", 1)[1] if path[:2] in ("a/", "b/") else path
-
-
-def parse_patch(patch: str) -> list[FilePatch]:
-    """Files and hunks of a unified git diff (enough of the format for gold patches)."""
-    files: list[FilePatch] = []
-    current: FilePatch | None = None
-    hunk: Hunk | None = None
-    last = ""
-    for line in patch.split("\n"):
-        if line.startswith("diff --git "):
-            current, hunk = FilePatch(path=_strip_prefix(line.split()[-1])), None
-            files.append(current)
-        elif current is None:
-            continue
-        elif line.startswith("--- ") and hunk is None:
-            current.new_file = line[4:].strip() == "/dev/null"
-        elif line.startswith("+++ ") and hunk is None:
-            target = line[4:].strip()
-            current.deleted = target == "/dev/null"
-            if not current.deleted:
-                current.path = _strip_prefix(target)
-        elif line.startswith(("Binary files", "GIT binary patch")):
-            current.binary = True
-        elif m := HUNK_RE.match(line):
-            hunk = Hunk(old_start=int(m.group(1)))
-            current.hunks.append(hunk)
-        elif hunk is not None and line[:1] in (" ", "-", "+"):
-            if line[0] in " -":
-                hunk.old_lines.append(line[1:])
-            if line[0] in " +":
-                hunk.new_lines.append(line[1:])
-            last = line[0]
-        elif hunk is not None and line.startswith("\\"):
-            if last in " -":
-                hunk.old_eof_newline = False
-            if last in " +":
-                hunk.new_eof_newline = False
-    return files
+    With `reset`, the work tree is put back to its commit first (a half-done edit is undone).
+    The scripted policy's fallback and the training guide (train/policies.py) both use it.
+    """
+    patch = patch if patch.endswith("\n") else patch + "\n"
+    start = "git checkout -q -- . && git clean -fdq && " if reset else ""
+    return (f"cd {shlex.quote(workdir)} && {start}git apply --whitespace=nowarn <<'{PATCH_EOF}'\n"
+            f"{patch}{PATCH_EOF}")
 
 
 def _call(name: str, **arguments: Any) -> dict[str, Any]:
@@ -124,7 +69,7 @@ class ScriptedPolicy:
     # -- the plan ----------------------------------------------------------------------------
     def plan(self, task: Task) -> list[list[dict[str, Any]]]:
         """Every turn's tool calls, from exploration to submit."""
-        files = parse_patch(task.patch)
+        files = parse_diff(task.patch)
         editable = [f for f in files if not f.binary and not f.deleted]
         first = next((f for f in editable if f.hunks and not f.new_file), None)
         turns: list[list[dict[str, Any]]] = []
@@ -139,7 +84,8 @@ class ScriptedPolicy:
             end = max(h.old_start, h.old_start + len(h.old_lines) - 1)
             turns.append([_call("str_replace_editor", command="view", path=first.path, view_range=[h.old_start, end])])
         for f in files:
-            if f.binary or (f.deleted and not f.hunks):
+            if f.binary or (not f.hunks and (f.deleted or f.renamed or f.copied or f.mode_changed)):
+                # nothing the editor can express: apply the whole patch instead
                 return turns + [[_call("bash", command=self._fallback(task))]] + self._finish(task)
             if f.deleted:
                 turns.append([_call("bash", command=f"cd /testbed && rm -f {shlex.quote(f.path)}")])
@@ -164,10 +110,7 @@ class ScriptedPolicy:
         return turns + [[_call("submit")]]
 
     def _fallback(self, task: Task) -> str:
-        patch = task.patch if task.patch.endswith("\n") else task.patch + "\n"
-        eof = "ENVFARM_GOLD_PATCH_EOF"
-        return (f"{FALLBACK_MARK}\ncd /testbed && git checkout -q -- . && git clean -fdq && "
-                f"git apply --whitespace=nowarn <<'{eof}'\n{patch}{eof}")
+        return f"{FALLBACK_MARK}\n{apply_patch_command(task.patch, reset=True)}"
 
     # -- the Policy protocol -------------------------------------------------------------------
     def _find_task(self, messages: list[dict[str, Any]]) -> Task:

@@ -24,18 +24,14 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from envfarm.tasks.diff import named_paths, parse_diff
+
 MAX_PATCH_BYTES = 20 << 20  # a patch this large is not a fix; git apply on it costs minutes
 
 HARNESS_NAMES = {"conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.ini", ".pytest.ini",
                  "pytest.toml", ".pytest.toml", "tox.ini", "setup.cfg", "pyproject.toml", "noxfile.py"}
 SHADOW_TOP = {"pytest", "_pytest", "pluggy", "py", "iniconfig", "site", "sitecustomize", "usercustomize",
               "unittest", "doctest", "runpy", "encodings", "importlib", "xdist", "coverage"}
-
-_GIT_HEADER = re.compile(r'^diff --git (?:"a/((?:[^"\\]|\\.)*)"|a/(\S+)) (?:"b/((?:[^"\\]|\\.)*)"|b/(\S+))$', re.M)
-_PLAIN_HEADER = re.compile(r"^(?:---|\+\+\+) (\S+)", re.M)
-_RENAME = re.compile(r"^(?:rename|copy) (?:from|to) (.+)$", re.M)
-_SYMLINK = re.compile(r"^(?:new file mode|new mode) 120000$", re.M)
-
 
 @dataclass
 class PatchReport:
@@ -54,26 +50,6 @@ class PatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "suspicious": self.suspicious}
-
-
-def patch_paths(patch: str) -> list[str]:
-    """Every path a patch names (both sides of git headers, renames, plain ---/+++ headers)."""
-    seen: dict[str, None] = {}
-    for m in _GIT_HEADER.finditer(patch):
-        for p in (m.group(1) or m.group(2), m.group(3) or m.group(4)):
-            seen[_unquote(p)] = None
-    for m in _RENAME.finditer(patch):
-        seen[m.group(1).strip()] = None
-    for m in _PLAIN_HEADER.finditer(patch):
-        raw = m.group(1)
-        if raw == "/dev/null":
-            continue
-        seen[raw.split("/", 1)[1] if raw.startswith(("a/", "b/")) else raw] = None
-    return list(seen)
-
-
-def _unquote(path: str) -> str:
-    return path.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in path else path
 
 
 def is_outside_repo(path: str) -> bool:
@@ -101,14 +77,15 @@ def _under(path: str, roots: list[str]) -> bool:
 
 def inspect_patch(patch: str, test_roots: list[str]) -> PatchReport:
     """Classify what `patch` touches; `test_roots` are the task's test files or folders."""
-    files = patch_paths(patch)
+    parsed = parse_diff(patch)
+    files = named_paths(parsed)
     name_is_test = re.compile(r"(^|/)(test_[^/]*\.py|[^/]*_test\.py|tests?/.*)$")
     return PatchReport(
         files=files,
         test_files=[f for f in files if _under(f, test_roots) or name_is_test.search(f)],
         outside_repo=[f for f in files if is_outside_repo(f)],
         reverted=[f for f in files if not is_outside_repo(f) and is_harness_file(f)],
-        symlinks=bool(_SYMLINK.search(patch)),
+        symlinks=any(f.symlink for f in parsed),
         bytes=len(patch.encode("utf-8", errors="surrogateescape")),
     )
 

@@ -13,12 +13,12 @@ one path. The envfarm fields are optional and empty for real SWE-bench rows:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from envfarm.errors import UserInputError
+from envfarm.tasks.diff import files_in_diff
 
 KNOWN_EVAL_TYPES = ("pass_and_fail", "fail_only")
 
@@ -104,11 +104,3 @@ class Task(BaseModel):
                 for err in exc.errors()
             )
             raise TaskError(f"{where} (instance_id {rid!r}): {problems}") from None
-
-
-def files_in_diff(diff: str) -> list[str]:
-    """Paths a unified diff touches (the `b/` side), in order, without duplicates."""
-    seen: dict[str, None] = {}
-    for m in re.finditer(r"^diff --git a/(\S+) b/(\S+)$", diff, re.M):
-        seen[m.group(2)] = None
-    return list(seen)

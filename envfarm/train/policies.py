@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from envfarm.policy.base import Completion
+from envfarm.policy.scripted import apply_patch_command
 from envfarm.policy.transformers_policy import TransformersPolicy, conversation_key
 
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("envfarm_train_policy", default=None)
@@ -53,8 +54,7 @@ class GoldPatchGuide:
             return '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'
         first_user = next(str(m.get("content") or "") for m in messages if m.get("role") == "user")
         task = next(t for statement, t in self._tasks.items() if statement in first_user)
-        patch = task.patch if task.patch.endswith("\n") else task.patch + "\n"
-        command = f"cd /testbed && git apply --whitespace=nowarn - <<'EOF_GOLD'\n{patch}EOF_GOLD"
+        command = apply_patch_command(task.patch)
         return "<tool_call>\n" + json.dumps({"name": "bash", "arguments": {"command": command}}) + "\n</tool_call>"
 
 

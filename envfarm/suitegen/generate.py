@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from envfarm.tasks.synth.edits import Edit, Source
-from envfarm.tasks.synth.mutations import KINDS
+from envfarm.suitegen.edits import Edit, Source
+from envfarm.suitegen.mutations import KINDS
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class Mutant:
 
     @property
     def meta(self) -> dict[str, object]:
+        # "generator" is a stable label recorded in the shipped suite (envfarm_meta), not a module
+        # path: it keeps its value from before the package moved so new rows match the old ones.
         return {"generator": "envfarm.tasks.synth", "kind": self.kind, "path": self.path,
                 "function": self.function, "line": self.lineno}
 

@@ -26,7 +26,7 @@ def render(tasks: list[Task], command: str) -> str:
         "",
         f"{len(tasks)} validated tasks across {len(by_project)} real open-source projects, shipped as SWE-bench rows",
         "in `envfarm/tasks/builtin/<project>.jsonl` (`fixtures.jsonl` holds the hand-written tasks). Each task is",
-        "a bug injected into a real function by an AST mutation (`envfarm/tasks/synth/`), kept only if in its",
+        "a bug injected into a real function by an AST mutation (`envfarm/suitegen/`), kept only if in its",
         "repository image some tests fail with the bug (FAIL_TO_PASS), others still pass (PASS_TO_PASS), two runs",
         "agree, the gold patch resolves it and the empty patch does not. Problem statements quote a real failing",
         "test run (the test's call and its assertion or exception), never the diff or the changed line.",

@@ -11,7 +11,7 @@ import ast
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from envfarm.tasks.synth.edits import Edit, Source, operator_span
+from envfarm.suitegen.edits import Edit, Source, operator_span
 
 
 @dataclass(frozen=True)

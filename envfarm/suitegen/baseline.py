@@ -18,7 +18,7 @@ from pathlib import Path
 
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.images import Project, images_dir
-from envfarm.tasks.derive import run_tests
+from envfarm.suitegen.derive import run_tests
 from envfarm.tasks.grading import SandboxFactory
 
 PLUGIN_DIR = "/tmp/.envfarm_trace"

@@ -15,7 +15,7 @@ from swebench.harness.log_parsers import PARSER_REGISTRY
 
 from envfarm.sandbox.base import Sandbox, SandboxSpec
 from envfarm.sandbox.images import Project
-from envfarm.tasks.eval_script import make_eval_script
+from envfarm.suitegen.eval_script import make_eval_script
 from envfarm.tasks.grading import SandboxFactory, grade
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import commit_bug

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from envfarm.sandbox.images import Project, read_file_from_image
-from envfarm.tasks.derive import Candidate, Rejected, derive_task
+from envfarm.suitegen.baseline import Baseline, project_sources
+from envfarm.suitegen.derive import Candidate, Rejected, derive_task
+from envfarm.suitegen.generate import Mutant, mutants_of_file, order
+from envfarm.suitegen.statement import describe
 from envfarm.tasks.grading import SandboxFactory
 from envfarm.tasks.schema import Task
-from envfarm.tasks.synth.baseline import Baseline, project_sources
-from envfarm.tasks.synth.generate import Mutant, mutants_of_file, order
-from envfarm.tasks.synth.statement import describe
 
 # Compiling a mutant takes up to a quarter of a second on large files: off the event loop, but in
 # one thread, because CPython 3.11's parser is not safe to run in several threads at once.
