@@ -48,7 +48,7 @@ class CommandPolicy:
 
 
 def test_scripted_policy_resolves_every_fixture_task(fixture_tasks):
-    policy = ScriptedPolicy(fixture_tasks)
+    policy = ScriptedPolicy()
 
     async def main():
         sem = asyncio.Semaphore(2)
@@ -146,7 +146,7 @@ def test_failing_grader_sandbox_is_masked_not_zero(fixture_tasks):
         created.append(task_id)
         return await DockerSandbox.create(spec, run="tests", task=task_id)
 
-    policy = ScriptedPolicy(fixture_tasks)
+    policy = ScriptedPolicy()
     traj = asyncio.run(run_episode(CodingEnv(sandbox_factory=factory), policy, fixture_tasks[0]))
     assert traj.reward is None and traj.masked and traj.error_kind == "infrastructure"
     assert "engine refused" in traj.grade.error

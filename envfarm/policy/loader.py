@@ -17,6 +17,7 @@ BUILTIN = {
     "scripted": "envfarm.policy.scripted:ScriptedPolicy",
     "openai": "envfarm.policy.openai_server:OpenAIPolicy",
     "transformers": "envfarm.policy.transformers_policy:TransformersPolicy",
+    "vllm-tokens": "envfarm.policy.vllm_tokens:VLLMTokenPolicy",
 }
 
 

@@ -11,19 +11,18 @@ start for a file the editor cannot change at all (binary; a rename, copy, deleti
 without hunks). A mode change next to hunks is left out: the hunks go through the editor.
 
 The policy is stateless between calls: where it is in its plan follows from the conversation,
-so one instance serves any number of concurrent episodes. It finds the task by its problem
-statement in the first user message; give it the tasks at construction, or let the episode loop
-introduce each task with `observe_task` (it loads the builtin tasks when given none).
+so one instance serves any number of concurrent episodes. It is an oracle (envfarm.policy.oracle):
+the episode loop hands it each episode's task.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable
 from typing import Any
 
-from envfarm.policy.base import Completion, PolicyError
+from envfarm.policy.base import Completion
+from envfarm.policy.oracle import episode_task
 from envfarm.tasks.diff import parse_diff
 from envfarm.tasks.schema import Task
 
@@ -49,22 +48,13 @@ def _call(name: str, **arguments: Any) -> dict[str, Any]:
 
 class ScriptedPolicy:
     name = "scripted"
+    oracle = True  # plays the gold patch: the episode loop hands it the task
 
-    def __init__(self, tasks: Iterable[Task] | str | None = None, style: str = "hermes",
-                 run_tests: bool = True) -> None:
+    def __init__(self, style: str = "hermes", run_tests: bool = True) -> None:
         if style not in ("hermes", "openai"):
             raise ValueError("style must be 'hermes' (<tool_call> tags) or 'openai' (function-call JSON)")
         self.style = style
         self.run_tests = run_tests
-        self._tasks: dict[str, Task] = {}
-        self._source: Iterable[Task] | str | None = tasks if isinstance(tasks, str) or tasks is None else ()
-        if tasks is not None and not isinstance(tasks, str):
-            for task in tasks:
-                self.observe_task(task)
-
-    def observe_task(self, task: Task) -> None:
-        """Learn a task's gold patch (the episode loop calls this before the first turn)."""
-        self._tasks[task.problem_statement.strip()] = task
 
     # -- the plan ----------------------------------------------------------------------------
     def plan(self, task: Task) -> list[list[dict[str, Any]]]:
@@ -113,23 +103,8 @@ class ScriptedPolicy:
         return f"{FALLBACK_MARK}\n{apply_patch_command(task.patch, reset=True)}"
 
     # -- the Policy protocol -------------------------------------------------------------------
-    def _find_task(self, messages: list[dict[str, Any]]) -> Task:
-        first_user = next((str(m.get("content") or "") for m in messages if m.get("role") == "user"), "")
-        for attempt in range(2):
-            for statement, task in self._tasks.items():
-                if statement in first_user:
-                    return task
-            if attempt == 0 and self._source != ():
-                from envfarm.tasks.loading import load
-
-                for task in load(self._source if isinstance(self._source, str) else "builtin"):
-                    self._tasks.setdefault(task.problem_statement.strip(), task)
-                self._source = ()
-        raise PolicyError("ScriptedPolicy does not know this task: give it the tasks (ScriptedPolicy(tasks=...)) "
-                          "or call observe_task(task) before the episode")
-
     async def act(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
-        task = self._find_task(messages)
+        task = episode_task()
         assistants = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
         fallback_at = next((n for n, i in enumerate(assistants) if FALLBACK_MARK in _text_of(messages[i])), None)
         plan = self.plan(task)

@@ -98,12 +98,26 @@ class TransformersPolicy:
         text = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
         message = {"role": "assistant", "content": text}
         closed = completion_ids + ([] if finish == "stop" else [self.eos_id])  # the turn must end for the next
-        self._cache[conversation_key([*messages, message])] = prompt + closed
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+        self.remember([*messages, message], prompt + closed)
         return Completion(text=text, message=message, prompt_ids=prompt, completion_ids=completion_ids,
                           logprobs=logprobs, finish_reason=finish,
                           usage={"prompt_tokens": len(prompt), "completion_tokens": len(completion_ids)})
+
+    def remember(self, conversation: list[dict[str, Any]], ids: list[int]) -> None:
+        """The exact ids of `conversation` (ending with an assistant turn): the next prompt extends them."""
+        self._cache[conversation_key(conversation)] = list(ids)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def score(self, prompt: list[int], ids: list[int]) -> list[float]:
+        """The model's logprobs of `ids` after `prompt` (a guide's text scored as if the model wrote it)."""
+        import torch
+
+        with self._lock, torch.no_grad():
+            device = next(self.model.parameters()).device
+            logits = self.model(torch.tensor([prompt + ids], device=device)).logits[0, len(prompt) - 1: -1].float()
+            logps = torch.log_softmax(logits, dim=-1)
+            return logps.gather(1, torch.tensor(ids, device=device)[:, None])[:, 0].tolist()
 
     def _generate(self, prompt: list[int]) -> tuple[list[int], list[float]]:
         import torch

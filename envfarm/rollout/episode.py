@@ -18,6 +18,7 @@ from typing import Any
 from envfarm.env.coding_env import CodingEnv
 from envfarm.errors import EndReason, ErrorKind, ImageMissingError, SandboxError
 from envfarm.policy.base import Completion, policy_name
+from envfarm.policy.oracle import oracle_episode
 from envfarm.rollout.trajectory import Timings, ToolCallRecord, Trajectory, Turn
 from envfarm.tasks.schema import Task
 
@@ -59,8 +60,12 @@ async def run_episode(env: CodingEnv, policy: Any, task: Task, *, seed: int | No
                       started_at=time.time(), **record_fields)
     timings = Timings()
     started = time.perf_counter()
-    if hasattr(policy, "observe_task"):
-        policy.observe_task(task)
+    with oracle_episode(policy, task):  # only a declared oracle may see the task (gold patch included)
+        return await _play(env, policy, task, traj, timings, seed, started)
+
+
+async def _play(env: CodingEnv, policy: Any, task: Task, traj: Trajectory, timings: Timings, seed: int | None,
+                started: float) -> Trajectory:
     done = False
     try:
         try:

@@ -17,8 +17,9 @@ import json
 from typing import Any
 
 from envfarm.policy.base import Completion
+from envfarm.policy.oracle import episode_task, is_oracle
 from envfarm.policy.scripted import apply_patch_command
-from envfarm.policy.transformers_policy import TransformersPolicy, conversation_key
+from envfarm.policy.transformers_policy import TransformersPolicy
 
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("envfarm_train_policy", default=None)
 
@@ -39,22 +40,16 @@ class TrainerModelPolicy(TransformersPolicy):
 
 
 class GoldPatchGuide:
-    """Two turns: apply the task's gold patch with bash, then submit. Needs `observe_task`."""
+    """Two turns: apply the task's gold patch with bash, then submit. An oracle: it reads the
+    episode's task from the episode loop (envfarm.policy.oracle)."""
 
     name = "gold-patch-guide"
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, Any] = {}
-
-    def observe_task(self, task: Any) -> None:
-        self._tasks[task.problem_statement.strip()] = task
+    oracle = True
 
     def action(self, messages: list[dict[str, Any]]) -> str:
         if any(m.get("role") == "assistant" for m in messages):
             return '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'
-        first_user = next(str(m.get("content") or "") for m in messages if m.get("role") == "user")
-        task = next(t for statement, t in self._tasks.items() if statement in first_user)
-        command = apply_patch_command(task.patch)
+        command = apply_patch_command(episode_task().patch)
         return "<tool_call>\n" + json.dumps({"name": "bash", "arguments": {"command": command}}) + "\n</tool_call>"
 
 
@@ -67,9 +62,9 @@ class GuidedPolicy:
         self.base = base
         self.guide = guide or GoldPatchGuide()
 
-    def observe_task(self, task: Any) -> None:
-        if hasattr(self.guide, "observe_task"):
-            self.guide.observe_task(task)
+    @property
+    def oracle(self) -> bool:
+        return is_oracle(self.guide)
 
     async def act(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
         base = self.base
@@ -77,22 +72,12 @@ class GuidedPolicy:
             (await self.guide.act(messages, tools)).text
         prompt = base.prompt_ids(messages, tools)
         ids = base.encode(text) + [base.eos_id]
-        logprobs = await asyncio.to_thread(self._score, prompt, ids)
+        logprobs = await asyncio.to_thread(base.score, prompt, ids)
         message = {"role": "assistant", "content": base.tokenizer.decode(ids, skip_special_tokens=True)}
-        base._cache[conversation_key([*messages, message])] = prompt + ids
+        base.remember([*messages, message], prompt + ids)
         return Completion(text=message["content"], message=message, prompt_ids=prompt, completion_ids=ids,
                           logprobs=logprobs, finish_reason="stop",
                           usage={"prompt_tokens": len(prompt), "completion_tokens": len(ids)})
-
-    def _score(self, prompt: list[int], ids: list[int]) -> list[float]:
-        import torch
-
-        model = self.base.model
-        with self.base._lock, torch.no_grad():
-            device = next(model.parameters()).device
-            logits = model(torch.tensor([prompt + ids], device=device)).logits[0, len(prompt) - 1: -1].float()
-            logps = torch.log_softmax(logits, dim=-1)
-            return logps.gather(1, torch.tensor(ids, device=device)[:, None])[:, 0].tolist()
 
 
 class PolicyRouter:
@@ -109,10 +94,10 @@ class PolicyRouter:
     def _policy(self) -> Any:
         return _current.get() or self.default
 
-    def observe_task(self, task: Any) -> None:
-        if hasattr(self._policy(), "observe_task"):
-            self._policy().observe_task(task)
+    @property
+    def oracle(self) -> bool:
+        """An oracle exactly when this episode's policy is one (a demonstration guide)."""
+        return is_oracle(self._policy())
 
     async def act(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
         return await self._policy().act(messages, tools)
-

@@ -76,7 +76,7 @@ def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConf
     funcs, _ = reward_funcs(cfg.rewards)
     env_config = cfg.env_config
     if vllm_server:
-        from envfarm.train.vllm_policy import VLLMTokenPolicy
+        from envfarm.policy.vllm_tokens import VLLMTokenPolicy
 
         policy_kwargs = {"base_url": vllm_server, "tokenizer": tokenizer_path or tokenizer,
                          "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
@@ -85,7 +85,7 @@ def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConf
 
             if not tokenizer_path:
                 raise ValueError("the Ray farm needs the tokenizer as a path its hosts can load")
-            farm_cfg = FarmConfig(envs=cfg.envs, backend=backend, policy="envfarm.train.vllm_policy:VLLMTokenPolicy",
+            farm_cfg = FarmConfig(envs=cfg.envs, backend=backend, policy="vllm-tokens",
                                   policy_kwargs=policy_kwargs, max_retries=cfg.max_retries, env_config=env_config,
                                   run=cfg.run)
             episodes: Any = RayRunner(farm_cfg, address=address)
