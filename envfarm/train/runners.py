@@ -31,7 +31,7 @@ from envfarm.train.policies import PolicyRouter
 
 class InProcessRunner:
     def __init__(self, policy: Any, *, envs: int, env_config: EnvConfig, run: str, backend: str = "docker",
-                 max_retries: int = 1, demo_policy: Callable[[], Any] | None = None, demos_per_group: int = 0,
+                 max_retries: int = 1, demo_policy: Callable[[Any], Any] | None = None, demos_per_group: int = 0,
                  warm_fraction: float = 1.0, sim_profile: dict[str, Any] | None = None) -> None:
         self.router = PolicyRouter(policy)
         self.max_retries = max_retries
@@ -63,7 +63,8 @@ class InProcessRunner:
         async def one(i: int) -> Trajectory:
             group, k = divmod(i, group_size)
             if k >= group_size - self.demos_per_group and self.demo_policy is not None:
-                self.router.use(self.demo_policy())  # this task's context only
+                # the guide scored by the current model; this task's context only
+                self.router.use(self.demo_policy(self.router.default))
             row = tasks[i].model_dump()
             for attempt in range(self.max_retries + 1):
                 slot = EpisodeSlot(episode_id=f"b{batch}/g{group}/e{k}", group_id=f"b{batch}/g{group}",

@@ -97,18 +97,13 @@ def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConf
     else:
         episodes = InProcessRunner(None, envs=cfg.envs, env_config=env_config, run=cfg.run, backend=backend,
                                    max_retries=cfg.max_retries, demos_per_group=cfg.demos_per_group,
-                                   demo_policy=None)
-        holder: dict[str, Any] = {}
+                                   demo_policy=GuidedPolicy if cfg.demos_per_group else None)
 
         def policy_factory(trainer: Any) -> TrainerModelPolicy:
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-            holder["policy"] = TrainerModelPolicy(unwrapped, tokenizer, max_new_tokens=cfg.max_new_tokens,
-                                                  temperature=cfg.temperature)
-            return holder["policy"]
+            return TrainerModelPolicy(unwrapped, tokenizer, max_new_tokens=cfg.max_new_tokens,
+                                      temperature=cfg.temperature)
 
-        if cfg.demos_per_group:
-            episodes.demo_policy = lambda: GuidedPolicy(holder["policy"])
-            episodes.demos_per_group = cfg.demos_per_group
         encoder = None
     rollout = FarmRollout(tasks, episodes, cfg, tokenizer, policy_factory=policy_factory, encoder=encoder)
     episodes.prewarm([t.image for t in tasks])
