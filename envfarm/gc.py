@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from envfarm.farm.gc import gc_cluster, prune_images, remove_containers
+from envfarm.farm.reaper import gc_cluster, prune_images, remove_containers
 
 
 def main(argv: list[str] | None = None) -> int:

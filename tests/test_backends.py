@@ -8,8 +8,8 @@ import pickle
 import pytest
 
 from envfarm.farm.admission import AdmissionControl
-from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.host import EnvHostImpl, HostConfig
+from envfarm.farm.host_episode import EpisodeSlot
 from envfarm.farm.pool import WarmPool
 from envfarm.farm.pooled import pool_factory
 from envfarm.farm.scheduler import FarmConfig

@@ -17,7 +17,7 @@ from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 from envfarm.train.config import RewardWeights, TrainConfig
 from envfarm.train.groups import settle_groups
 from envfarm.train.rewards import fail_to_pass_reward, format_reward, resolved_reward
-from envfarm.train.rollout import FarmRollout
+from envfarm.train.rollout_func import FarmRollout
 
 G = 3
 

@@ -21,7 +21,7 @@ from typing import Any
 from envfarm.env.config import EnvConfig
 from envfarm.errors import EndReason, ErrorKind, ImageMissingError, SandboxError
 from envfarm.farm.admission import AdmissionControl
-from envfarm.farm.episode import EpisodeSlot
+from envfarm.farm.host_episode import EpisodeSlot
 from envfarm.farm.pool import WarmPool
 from envfarm.rollout.trajectory import Trajectory
 from envfarm.sandbox.backends import BackendConfig, backend_config, make_backend
@@ -105,9 +105,9 @@ class EnvHostImpl:
 
     def _policy_for(self):
         if self._policy is None:
-            from envfarm.farm.policies import make_policy
+            from envfarm.policy.loader import load_policy
 
-            self._policy = make_policy(self.config.policy, **self.config.policy_kwargs)
+            self._policy = load_policy(self.config.policy, **self.config.policy_kwargs)
         return self._policy
 
     def _grader_for(self):
@@ -141,7 +141,7 @@ class EnvHostImpl:
         `task_row` is the task's row the first time this host sees the task and its instance id
         after that: a row can hold thousands of test names, and is parsed and shipped once.
         """
-        from envfarm.farm.episode import run_farm_episode
+        from envfarm.farm.host_episode import run_farm_episode
         from envfarm.tasks.schema import Task
 
         if isinstance(task_row, str):

@@ -100,7 +100,7 @@ class EnvFarm:
                      include_dashboard=False if self.address is None else None)
             self._started_ray = True
         if make_backend(self.config.backend_config).leaves_orphans:
-            from envfarm.farm.gc import gc_cluster
+            from envfarm.farm.reaper import gc_cluster
 
             # containers of runs whose farm died long ago: older than any episode may live
             await asyncio.to_thread(gc_cluster, None, self.max_sandbox_lifetime_s() * 2,
@@ -193,7 +193,7 @@ class EnvFarm:
         results = await asyncio.gather(*(h.shutdown.remote() for h in self.hosts), return_exceptions=True)
         left += sum(r for r in results if isinstance(r, int))
         if make_backend(self.config.backend_config).leaves_orphans:
-            from envfarm.farm.gc import gc_cluster
+            from envfarm.farm.reaper import gc_cluster
 
             left += sum((await asyncio.to_thread(gc_cluster, self.config.run,
                                                  backend=self.config.backend_config)).values())

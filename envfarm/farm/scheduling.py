@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from envfarm.errors import EndReason, ErrorKind
-from envfarm.farm.episode import EpisodeSlot
+from envfarm.farm.host_episode import EpisodeSlot
 from envfarm.rollout.trajectory import Trajectory
 from envfarm.tasks.schema import Task
 

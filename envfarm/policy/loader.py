@@ -18,6 +18,7 @@ BUILTIN = {
     "openai": "envfarm.policy.openai_server:OpenAIPolicy",
     "transformers": "envfarm.policy.transformers_policy:TransformersPolicy",
     "vllm-tokens": "envfarm.policy.vllm_tokens:VLLMTokenPolicy",
+    "sim": "envfarm.policy.sim:SimPolicy",
 }
 
 
@@ -62,7 +63,7 @@ def check_policy(obj: Any, spec: str = "policy") -> Policy:
 
 def check_spec(spec: str) -> None:
     """Fail early, in the driver, on a plug-in spec that does not import (hosts would fail every episode)."""
-    if spec not in BUILTIN and spec != "sim":
+    if spec not in BUILTIN:
         _import(spec)
 
 

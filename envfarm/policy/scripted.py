@@ -34,7 +34,7 @@ def apply_patch_command(patch: str, reset: bool = False, workdir: str = "/testbe
     """Bash that applies `patch` to the repository with `git apply`, the patch in a here-document.
 
     With `reset`, the work tree is put back to its commit first (a half-done edit is undone).
-    The scripted policy's fallback and the training guide (train/policies.py) both use it.
+    The scripted policy's fallback and the training guide (train/trainer_policies.py) both use it.
     """
     patch = patch if patch.endswith("\n") else patch + "\n"
     start = "git checkout -q -- . && git clean -fdq && " if reset else ""

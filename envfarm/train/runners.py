@@ -22,11 +22,11 @@ from typing import Any
 
 from envfarm.env.config import EnvConfig
 from envfarm.env.loop_thread import LoopThread
-from envfarm.farm.episode import EpisodeSlot
 from envfarm.farm.host import EnvHostImpl, HostConfig
+from envfarm.farm.host_episode import EpisodeSlot
 from envfarm.rollout.trajectory import Trajectory
 from envfarm.tasks.schema import Task
-from envfarm.train.policies import PolicyRouter
+from envfarm.train.trainer_policies import PolicyRouter
 
 
 class InProcessRunner:

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from envfarm.train.rollout import FarmRollout
+from envfarm.train.rollout_func import FarmRollout
 
 
 def time_split(step_s: float, batches: list[dict[str, Any]]) -> dict[str, float]:

@@ -16,11 +16,11 @@ from typing import Any
 
 from envfarm.tasks.schema import Task
 from envfarm.train.config import TrainConfig
-from envfarm.train.policies import GuidedPolicy, TrainerModelPolicy
 from envfarm.train.rewards import reward_funcs
-from envfarm.train.rollout import FarmRollout
+from envfarm.train.rollout_func import FarmRollout
 from envfarm.train.runners import InProcessRunner, RayRunner
 from envfarm.train.steplog import StepLogCallback
+from envfarm.train.trainer_policies import GuidedPolicy, TrainerModelPolicy
 
 
 @dataclass
