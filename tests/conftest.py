@@ -1,10 +1,22 @@
-"""Shared fixtures. Docker tests run against a real engine: a missing engine is a failure, not a skip."""
+"""Shared fixtures. Docker tests run against a real engine: a missing engine is a failure, not a skip.
+
+The folders say what a test needs: tests/unit nothing (no engine, no Ray), tests/docker a Docker
+engine and the images, tests/cluster Ray (a local instance or a `ray.cluster_utils.Cluster`),
+often Docker as well. Tests under tests/docker are marked `docker` here, so `-m "not docker"`
+still selects what runs without an engine.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from envfarm.sandbox.docker_backend import LABEL_OWNER, default_owner, list_containers
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if "/tests/docker/" in str(item.path):
+            item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture(scope="session")

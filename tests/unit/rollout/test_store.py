@@ -85,7 +85,7 @@ def test_load_dataset_reads_the_shards(tmp_path):
 WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_rollout_store import make_trajectory
+from test_store import make_trajectory
 from envfarm.rollout import TrajectoryStore
 store = TrajectoryStore({run!r})
 for i in range(1000):

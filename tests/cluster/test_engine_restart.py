@@ -14,7 +14,7 @@ from envfarm.sandbox.docker_backend import LABEL_RUN, list_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def restart_engine() -> float:

@@ -1,7 +1,7 @@
 """Faults mid-run: each episode finishes exactly once, finished trajectories stay, no container is left.
 
-(A node removed: tests/test_farm_docker.py. Containers and host actors killed at random, at
-volume: tests/test_soak.py.)
+(A node removed: tests/cluster/test_farm_docker.py. Containers and host actors killed at random, at
+volume: tests/cluster/test_soak.py.)
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "soak.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
 
 
 def test_short_soak_loses_nothing_and_leaks_nothing(inflection_image):
