@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, field_serializer, field_validator
 from swebench.harness.constants import ResolvedStatus
 
 from envfarm.errors import ErrorKind
+from envfarm.tasks.patch_guard import PatchReport
 
 
 class GradeResult(BaseModel):
@@ -31,7 +32,7 @@ class GradeResult(BaseModel):
     error: str = ""
     log_tail: str = ""
     seconds: float = 0.0
-    patch_report: dict[str, Any] = Field(default_factory=dict)  # see envfarm.tasks.patch_guard
+    patch_report: PatchReport = Field(default_factory=PatchReport)  # what the patch touched
     # where the seconds went: sandbox (acquire), prepare (base commit), patch, tests, parse, close
     phases: dict[str, float] = Field(default_factory=dict)
 

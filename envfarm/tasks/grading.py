@@ -94,12 +94,12 @@ def screen_patch(task: Task, patch: str) -> GradeResult | PatchReport:
         if size > MAX_PATCH_BYTES:
             return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_REJECTED,
                                error=f"the patch is {size / 1e6:.1f} MB, over the {MAX_PATCH_BYTES / 1e6:.0f} MB "
-                                     "limit: not applied", patch_report={"bytes": size})
+                                     "limit: not applied", patch_report=PatchReport(bytes=size))
     report = inspect_patch(patch, task.restored_files)
     if report.outside_repo:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_REJECTED,
                            error=f"the patch touches paths outside the repository: {report.outside_repo[:5]}; "
-                                 "not applied", patch_report=report.to_dict())
+                                 "not applied", patch_report=report)
     return report
 
 
@@ -132,7 +132,7 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
         lap("patch")
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.PATCH_FAILED,
                            error="patch did not apply to the base commit", log_tail=out[-4000:],
-                           seconds=time.perf_counter() - started, patch_report=report.to_dict(),
+                           seconds=time.perf_counter() - started, patch_report=report,
                            phases=phases)
     if report.reverted:
         res = await sandbox.exec(revert_command(report.reverted, task.base_commit, "/testbed"), timeout=120)
@@ -148,12 +148,12 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
     if res.timed_out:
         return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.TIMEOUT,
                            error=f"the tests ran past {timeout:g} s", log_tail=res.output[-4000:],
-                           seconds=time.perf_counter() - started, patch_report=report.to_dict(),
+                           seconds=time.perf_counter() - started, patch_report=report,
                            phases=phases)
     result = grade_log(task, res.output)
     lap("parse")
     result.seconds = time.perf_counter() - started
-    result.patch_report = report.to_dict()
+    result.patch_report = report
     result.phases = phases
     return result
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from pydantic import BaseModel, Field, computed_field
 
 from envfarm.tasks.diff import named_paths, parse_diff
 
@@ -33,23 +33,20 @@ HARNESS_NAMES = {"conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.
 SHADOW_TOP = {"pytest", "_pytest", "pluggy", "py", "iniconfig", "site", "sitecustomize", "usercustomize",
               "unittest", "doctest", "runpy", "encodings", "importlib", "xdist", "coverage"}
 
-@dataclass
-class PatchReport:
+class PatchReport(BaseModel):
     """What a patch touched; stored in the grade result so reviewers see attempts at the harness."""
 
-    files: list[str] = field(default_factory=list)
-    test_files: list[str] = field(default_factory=list)  # restored before the tests run
-    outside_repo: list[str] = field(default_factory=list)  # the patch was refused
-    reverted: list[str] = field(default_factory=list)  # harness files put back before the tests run
+    files: list[str] = Field(default_factory=list)
+    test_files: list[str] = Field(default_factory=list)  # restored before the tests run
+    outside_repo: list[str] = Field(default_factory=list)  # the patch was refused
+    reverted: list[str] = Field(default_factory=list)  # harness files put back before the tests run
     symlinks: bool = False  # the patch creates symbolic links
     bytes: int = 0
 
+    @computed_field  # stored with the report, so a reader of a run needs no envfarm to see it
     @property
     def suspicious(self) -> bool:
         return bool(self.test_files or self.outside_repo or self.reverted or self.symlinks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "suspicious": self.suspicious}
 
 
 def is_outside_repo(path: str) -> bool:

@@ -95,4 +95,4 @@ def test_patch_with_paths_outside_the_repository_is_refused_and_named(row, path)
     patch = f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+x\n"
     result = asyncio.run(grade(task, patch, _no_sandbox))
     assert result.error_kind == ErrorKind.PATCH_REJECTED and "outside the repository" in result.error
-    assert path in result.patch_report["outside_repo"]
+    assert path in result.patch_report.outside_repo

@@ -138,14 +138,14 @@ def test_planted_harness_files_do_not_change_the_verdict(attack_results, attack)
     assert guarded.error_kind is None and guarded.tests_ran, (guarded.error, guarded.log_tail[-800:])
     assert not guarded.resolved and guarded.fail_to_pass == 0.0 and guarded.pass_to_pass == 1.0
     report = guarded.patch_report
-    assert report["suspicious"] and report["reverted"], report
+    assert report.suspicious and report.reverted, report
 
 
 def test_planted_files_next_to_the_real_fix_still_resolve(teens):
     """The guard reverts the harness files only: a real fix with a planted conftest still passes."""
     result = asyncio.run(grade(teens, teens.patch + new_file("conftest.py", FORCE_PASS), _factory, timeout=120))
     assert result.resolved, (result.error, result.log_tail[-800:])
-    assert result.patch_report["reverted"] == ["conftest.py"]
+    assert result.patch_report.reverted == ["conftest.py"]
 
 
 def test_changes_outside_the_repository_never_reach_grading(teens):
@@ -186,5 +186,5 @@ def test_test_file_edits_are_reported(teens):
         return await grade(teens, patch, _factory, timeout=120)
 
     result = asyncio.run(main())
-    assert result.patch_report["test_files"] == [test_file] and result.patch_report["suspicious"]
+    assert result.patch_report.test_files == [test_file] and result.patch_report.suspicious
     assert not result.resolved and result.tests_ran
