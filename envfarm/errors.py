@@ -26,6 +26,9 @@ class ErrorKind(StrEnum):
     TIMEOUT = "timeout"  # the tests ran past their time limit: the agent's outcome, reward 0
     PATCH_FAILED = "patch_failed"  # the patch did not apply to the base commit: reward 0
     PATCH_REJECTED = "patch_rejected"  # paths outside the repository, or far too large: never applied, reward 0
+    TAMPERING = "tampering"  # the patch or the test run tampered with the test machinery: reward 0
+    SANDBOX_BROKEN = "sandbox_broken"  # the agent's own sandbox stopped working after it acted: reward 0
+    TESTS_CRASHED = "tests_crashed"  # the grading run died while running the agent's code: reward 0
 
     @property
     def retryable(self) -> bool:

@@ -99,7 +99,8 @@ class FarmDisplay:
             "envs": self.config.envs, "episodes_planned": self.episodes, "episodes_finished": c.finished,
             "resolved": c.resolved, "pass_rate": c.resolved / c.finished if c.finished else None,
             "failed_infrastructure": c.failed, "retried": c.retried, "duplicates_dropped": c.duplicates_dropped,
-            "groups_done": c.groups_done, "errors_by_kind": dict(c.errors), "seconds": round(seconds, 2),
+            "groups_done": c.groups_done, "errors_by_kind": dict(c.errors), "exploit_attempts": c.exploit_attempts,
+            "seconds": round(seconds, 2),
             "episodes_per_min": c.finished / seconds * 60 if seconds else None,
             "peak_running": self.peak_running, "interrupted": interrupted, "out": str(out), **cleanup,
         }

@@ -68,6 +68,7 @@ class FarmCounters:
     retried: int = 0
     duplicates_dropped: int = 0
     groups_done: int = 0
+    exploit_attempts: int = 0  # episodes whose commands or patch tripped a tampering check
     started_at: float = field(default_factory=time.time)
     errors: collections.Counter = field(default_factory=collections.Counter)
 
@@ -219,6 +220,7 @@ class Scheduling:
         c = self.counters
         c.finished += 1
         c.resolved += record.resolved
+        c.exploit_attempts += record.exploit_attempt
         if record.error_kind:
             c.errors[record.error_kind] += 1
         if record.error_kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING):

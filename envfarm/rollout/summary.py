@@ -35,6 +35,7 @@ def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
         "resolved": sum(t.resolved for t in graded),
         "pass_rate": (sum(t.resolved for t in graded) / len(graded)) if graded else 0.0,
         "masked": len(trajectories) - len(graded),
+        "exploit_attempts": sum(t.exploit_attempt for t in trajectories),
         "errors_by_kind": dict(Counter(t.error_kind for t in trajectories if t.error_kind)),
         "end_reasons": dict(Counter(t.end_reason or "?" for t in trajectories)),
         "turns": _dist([t.num_turns for t in trajectories]),
@@ -53,6 +54,7 @@ def format_summary(s: dict[str, Any], run: str = "") -> str:
              f"max {s['turns']['max']:.0f}; {s['format_errors']} format errors",
              f"  tokens        {s['tokens']['completion']} generated, {s['tokens']['context']} of context",
              f"  errors        {json.dumps(s['errors_by_kind']) if s['errors_by_kind'] else 'none'}",
+             f"  exploits      {s['exploit_attempts']} episodes tripped a tampering check",
              f"  end reasons   {json.dumps(s['end_reasons'])}",
              "  seconds       " + ", ".join(f"{phase} {d['mean']:.2f}" for phase, d in s["seconds"].items())
              + " (mean per episode)"]

@@ -99,6 +99,8 @@ class Trajectory(BaseModel):
     attempt: int = 0
     retries: int = 0
     farm: FarmInfo = Field(default_factory=FarmInfo)
+    # what in the agent's commands or patch tripped a tampering check (see exploit_attempt)
+    exploit_signals: list[str] = Field(default_factory=list)
 
     @classmethod
     def failure(cls, *, episode_id: str, instance_id: str, kind: ErrorKind, error: str, repo: str = "",
@@ -111,6 +113,13 @@ class Trajectory(BaseModel):
     def masked(self) -> bool:
         """True when the reward must not be trained on (no verdict on the agent)."""
         return self.reward is None or (self.error_kind is not None and self.error_kind.masked)
+
+    @property
+    def exploit_attempt(self) -> bool:
+        """The agent's commands or patch tripped a tampering check: a trainer should know when its
+        policy starts probing the grader."""
+        grade = self.grade
+        return bool(self.exploit_signals or (grade is not None and (grade.tampering or grade.patch_report.suspicious)))
 
     @property
     def retryable(self) -> bool:

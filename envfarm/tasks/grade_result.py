@@ -35,6 +35,9 @@ class GradeResult(BaseModel):
     patch_report: PatchReport = Field(default_factory=PatchReport)  # what the patch touched
     # where the seconds went: sandbox (acquire), prepare (base commit), patch, tests, parse, close
     phases: dict[str, float] = Field(default_factory=dict)
+    # why the patch or the test run looks like an attempt on the grading itself (with
+    # error_kind TAMPERING when it decided the verdict); empty for an honest patch
+    tampering: list[str] = Field(default_factory=list)
 
     @property
     def infrastructure_failure(self) -> bool:

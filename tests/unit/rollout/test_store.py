@@ -130,3 +130,13 @@ def test_summary_command_prints_figures_and_writes_html(tmp_path, capsys):
     assert "<script" not in page and "http" not in page.split("<body>")[1].split("manifest")[0]
     assert summary_main([str(tmp_path / "run"), "--json", "--no-html"]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 4
+
+
+def test_summary_counts_exploit_attempts():
+    from envfarm.rollout.summary import summarize
+
+    honest, probing, caught = make_trajectory(0), make_trajectory(1, reward=0.0), make_trajectory(2, reward=0.0)
+    probing.exploit_signals = ["kill -TERM 1"]
+    caught.grade.tampering = ["the patch replaces _pytest.python.Function.runtest"]
+    assert [t.exploit_attempt for t in (honest, probing, caught)] == [False, True, True]
+    assert summarize([honest, probing, caught])["exploit_attempts"] == 2
