@@ -2,7 +2,7 @@
 # GPU check of GRPO on the farm: a few steps with a small random Qwen2 on CUDA, reporting the same
 # time split as scripts/bench_train.py (generation, sandboxes, grading, optimizer).
 #
-#   bash scripts/gpu_check.sh            # on a CUDA machine with the project installed and Docker up
+#   bash scripts/gpu_check.sh            # on a CUDA machine, after scripts/bootstrap.sh (a CUDA torch in .venv)
 #
 # Generation goes through TRL's vLLM server mode when vLLM is installed and two GPUs are visible
 # (the server on the second one: NCCL weight sync cannot join two processes on one device);
@@ -24,18 +24,25 @@ cleanup() {
 trap cleanup EXIT
 left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
 
-python - <<'PY'
+# the project's venv (ENVFARM_VENV, default .venv), as `source .venv/bin/activate` would: its python, and its trl
+VENV=${ENVFARM_VENV:-.venv}
+[[ -x "$VENV/bin/python" ]] || { echo "no virtual environment at $VENV: run bash scripts/bootstrap.sh first" >&2; exit 1; }
+VIRTUAL_ENV=$(cd "$VENV" && pwd)
+export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH"
+PY="$VIRTUAL_ENV/bin/python"
+
+"$PY" - <<'PY'
 import torch
 assert torch.cuda.is_available(), "no CUDA device: run scripts/bench_train.py on a CPU machine instead"
 print(f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}", flush=True)
 PY
 docker info >/dev/null 2>&1 || bash scripts/docker-up.sh
 # the fixture tasks' image (built offline when missing)
-timeout "$(left)" python -c "from envfarm.sandbox.images import build_repo, load_projects; \
+timeout "$(left)" "$PY" -c "from envfarm.sandbox.images import build_repo, load_projects; \
 print('image', build_repo(load_projects()['inflection']))"
 
 # a small random model (bigger than the CPU tests' tiny one), saved where a vLLM server can load it
-python - "$WORK/model" <<'PY'
+"$PY" - "$WORK/model" <<'PY'
 import sys
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -51,9 +58,9 @@ tok.save_pretrained(sys.argv[1])
 print("model", sys.argv[1], sum(p.numel() for p in Qwen2ForCausalLM(cfg).parameters()), "parameters", flush=True)
 PY
 
-GPUS=$(python -c "import torch; print(torch.cuda.device_count())")
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 MODE=transformers
-if python -c "import vllm" 2>/dev/null && [[ "$GPUS" -ge 2 ]] && command -v trl >/dev/null; then
+if "$PY" -c "import vllm" 2>/dev/null && [[ "$GPUS" -ge 2 ]] && command -v trl >/dev/null; then
   CUDA_VISIBLE_DEVICES=1 trl vllm-serve --model "$WORK/model" --port "$PORT" --gpu-memory-utilization 0.3 \
     --max-model-len 8192 >"$WORK/vllm.log" 2>&1 &
   SERVER_PID=$!
@@ -67,7 +74,7 @@ if python -c "import vllm" 2>/dev/null && [[ "$GPUS" -ge 2 ]] && command -v trl 
     tail -20 "$WORK/vllm.log" >&2 || true
     kill "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
   fi
-elif ! python -c "import vllm" 2>/dev/null; then
+elif ! "$PY" -c "import vllm" 2>/dev/null; then
   echo "vLLM is not installed: generation through the trainer's model (transformers)" >&2
 else
   echo "one GPU: vLLM server mode needs a second device for weight sync; generation through transformers" >&2
@@ -75,10 +82,10 @@ fi
 
 ARGS=(--steps "$STEPS" --model "$WORK/model" --max-new-tokens 64 --max-turns 3 --envs 4 --json)
 if [[ "$MODE" == vllm ]]; then
-  CUDA_VISIBLE_DEVICES=0 timeout "$(left)" python scripts/bench_train.py "${ARGS[@]}" \
+  CUDA_VISIBLE_DEVICES=0 timeout "$(left)" "$PY" scripts/bench_train.py "${ARGS[@]}" \
     --vllm-server "http://127.0.0.1:$PORT" | tee "$WORK/bench.out"
 else
-  timeout "$(left)" python scripts/bench_train.py "${ARGS[@]}" | tee "$WORK/bench.out"
+  timeout "$(left)" "$PY" scripts/bench_train.py "${ARGS[@]}" | tee "$WORK/bench.out"
 fi
 echo "gpu_check: generation=$MODE, $(( $(date +%s) - START )) s in all"
 tail -1 "$WORK/bench.out"

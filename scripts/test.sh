@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Set up whatever is missing (Docker engine, packages, images), then run the whole test suite.
+# Set up whatever is missing (Docker engine, .venv and its packages, images), then run the whole
+# test suite on the venv's interpreter; arguments go to pytest. Nothing needs activating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec "${PYTHON:-python3}" -m pytest "$@"
+VENV=${ENVFARM_VENV:-.venv}
+# as `source $VENV/bin/activate` would: tools and subprocesses started by name find the venv's
+VIRTUAL_ENV=$(cd "$VENV" && pwd)
+export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH"
+exec "$VIRTUAL_ENV/bin/python" -m pytest "$@"

@@ -96,7 +96,8 @@ class EnvFarm:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False,
+            # "local": a Ray of its own, never one that already runs on this machine (`ray start`, a test's)
+            ray.init(address=self.address or "local", logging_level="ERROR", log_to_driver=False,
                      include_dashboard=False if self.address is None else None)
             self._started_ray = True
         if make_backend(self.config.backend_config).leaves_orphans:
