@@ -8,7 +8,8 @@ EXTRACT, which:
 
 1. kills every process of the sandbox's user (`kill -9 -1`: atomic in the kernel, so a fork
    bomb cannot outrun it; PID 1 runs as root and survives): nothing of the agent runs while the
-   tree is read, so nothing races the diff;
+   tree is read, so nothing races the diff; what an agent's process wrote into this process's
+   output before it died is cut off at a random marker printed after the kill;
 2. builds a private repository in a fresh `mktemp -d` folder: its own config (no system or
    global config, no hooks, no fsmonitor, no external diff, no textconv, no filters, no
    includes, no `core.worktree`) and `info/attributes` that override every in-repository
@@ -35,16 +36,21 @@ same way (a patch against a forged base does not apply to the real one).
 from __future__ import annotations
 
 import re
+import secrets
 
 from envfarm.errors import ErrorKind
 from envfarm.sandbox.base import Sandbox
 from envfarm.tasks.patch_guard import MAX_PATCH_BYTES
 
-# $1 work tree, $2 base commit, $3 text|binary, $4 size limit in bytes. Exit codes: 3 no
-# temporary folder, 4 base commit unreadable, 5 add failed, 6 diff failed, 7 too large.
+# $1 work tree, $2 base commit, $3 text|binary, $4 size limit in bytes, $5 a random nonce.
+# Exit codes: 3 no temporary folder, 4 base commit unreadable, 5 add failed, 6 diff failed, 7 too
+# large. The nonce is printed on both streams once the agent's processes are dead: a process of
+# the agent that wrote into this one's stdout or stderr (/proc/PID/fd/1, same user) before the
+# kill wrote before it, and the host reads only what follows its last occurrence.
 EXTRACT = r"""set -u
-w=$1 base=$2 mode=$3 limit=$4
+w=$1 base=$2 mode=$3 limit=$4 nonce=$5
 kill -9 -1 2>/dev/null
+printf '\n%s\n' "$nonce"; printf '\n%s\n' "$nonce" >&2
 cd / || exit 3
 t=$(mktemp -d /tmp/.envfarm-diff.XXXXXXXXXX) || { echo "no temporary folder" >&2; exit 3; }
 trap 'rm -rf "$t"' EXIT
@@ -110,10 +116,12 @@ async def extract_patch(sandbox: Sandbox, base_commit: str, workdir: str = "/tes
 
 async def _diff(sandbox: Sandbox, base: str, workdir: str, mode: str, signals: list[str] | None,
                 timeout: float) -> bytes:
+    nonce = secrets.token_hex(16)
     argv = ["/bin/bash", "--noprofile", "--norc", "-c", EXTRACT, "extract", workdir, base, mode,
-            str(MAX_PATCH_BYTES)]
-    res = await sandbox.host_exec(argv, timeout=timeout, output_limit=MAX_PATCH_BYTES + 1)
-    err = res.stderr.decode("utf-8", errors="replace")
+            str(MAX_PATCH_BYTES), nonce]
+    res = await sandbox.host_exec(argv, timeout=timeout, output_limit=MAX_PATCH_BYTES + 4096)
+    fence = f"\n{nonce}\n".encode()
+    err = res.stderr.rpartition(fence)[2].decode("utf-8", errors="replace")
     if signals is not None:
         for line in err.splitlines():
             if line.startswith(SIGNAL_PREFIX) and (found := "git: " + line[len(SIGNAL_PREFIX):]) not in signals:
@@ -128,4 +136,9 @@ async def _diff(sandbox: Sandbox, base: str, workdir: str, mode: str, signals: l
     if res.exit_code != 0:
         tail = "\n".join(line for line in err.splitlines() if not line.startswith(SIGNAL_PREFIX))[-500:]
         raise PatchError(f"could not diff the repository against {base[:12]} (exit {res.exit_code}): {tail}")
-    return res.stdout
+    if sandbox.simulated:  # no repository and no processes behind it: its "diff" is all it printed
+        return res.stdout
+    before, found, patch = res.stdout.rpartition(fence)
+    if not found:
+        raise PatchError("the diff's output lost its start marker (the sandbox's processes could not be stopped?)")
+    return patch
