@@ -27,7 +27,7 @@ PROBES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("touches the host's files", re.compile(r"\.envfarm[_-]|/tmp/\.envfarm")),
     ("reads another process's memory", re.compile(r"/proc/[^/\s]+/(?:mem|environ)\b|\bptrace\b|\bgdb\s+-p\b")),
     ("arms git with a command", re.compile(
-        r"core\.(?:fsmonitor|hookspath|attributesfile|worktree)|diff\.external|GIT_EXTERNAL_DIFF"
+        r"core\.(?:fsmonitor|hookspath|attributesfile|worktree)|diff\.external|GIT_EXTERNAL_DIFF|\binclude(?:if)?\.\S*path"
         r"|\.textconv|filter\.[\w-]+\.(?:clean|smudge|process)|\.git/hooks/(?!\S*\.sample)\w", re.IGNORECASE)),
 )
 
