@@ -1,7 +1,9 @@
 """Docker sandboxes: one locked-down container per sandbox, one persistent shell in it.
 
-Containers run with no network, CPU/memory/pids limits, a non-root user, no-new-privileges
-and no capabilities, no host paths and no Docker socket. A command that runs into a limit says
+Containers run with no network, CPU/memory/pids limits, the agent's commands as SandboxSpec.user
+(PID 1 alone as root, see PID1), no-new-privileges and no capabilities, no host paths and no
+Docker socket. The host's own commands in a sandbox (`host_exec`) never go through the agent's
+shell session. A command that runs into a limit says
 which in `ExecResult.limit` (memory and pids from the container's cgroup counters, disk from a
 watchdog on the writable layer: see SandboxSpec.disk). Labels name the owner and run so that
 orphans can be found and reaped by anyone (`envfarm.gc`) without a registry of our own: the
