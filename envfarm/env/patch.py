@@ -99,7 +99,9 @@ class PatchError(Exception):
 async def extract_patch(sandbox: Sandbox, base_commit: str, workdir: str = "/testbed",
                         signals: list[str] | None = None, timeout: float = 120.0) -> str:
     """The agent's diff against `base_commit` (see the module's docstring). Ends every process of
-    the agent in the sandbox. Suspicious settings seen in its `.git` are appended to `signals`."""
+    the agent in the sandbox, its shell session included: call it when the agent is done (the
+    next command on the sandbox only restarts the session). Suspicious settings seen in its
+    `.git` are appended to `signals`."""
     if not _COMMIT.fullmatch(base_commit) or base_commit.startswith("-"):
         raise ValueError(f"not a commit: {base_commit!r}")
     data = await _diff(sandbox, base_commit, workdir, "text", signals, timeout)
