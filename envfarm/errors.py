@@ -73,5 +73,19 @@ class SandboxError(EnvfarmError, RuntimeError):
     """The sandbox itself failed (container gone, engine unreachable): an infrastructure fault."""
 
 
+class SandboxBrokenError(SandboxError):
+    """The sandbox stopped working while the engine and the farm were fine: its container exited
+    (killed, out of memory) or runs but can no longer start a process (pids, memory exhausted).
+
+    Once the agent has acted this is the agent's outcome (ErrorKind.SANDBOX_BROKEN, reward 0);
+    `exited_at` (unix time, None while the container still runs) lets the env tell a container
+    that died before the agent's first command (infrastructure) from one the agent broke.
+    """
+
+    def __init__(self, message: str, exited_at: float | None = None) -> None:
+        super().__init__(message)
+        self.exited_at = exited_at
+
+
 class ImageMissingError(SandboxError):
     """The task's image is not on this machine and could not be had: a set-up error, not retried."""

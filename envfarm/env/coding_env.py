@@ -4,7 +4,19 @@ Observation and action are text. `reset(options={"task": task})` starts a sandbo
 base commit and returns the problem statement with the tool descriptions; `step(text)` parses
 the model's raw text into tool calls, runs them, and returns their output. The episode ends on
 `submit` (terminated), on the turn or wall-time limit (truncated), or when the sandbox dies
-(truncated, `error_kind="infrastructure"`).
+(truncated).
+
+Whose fault a failure is: before the agent's first command, a sandbox that fails is the farm's
+(`error_kind="infrastructure"`: retried, then masked). Once the agent has acted, a sandbox that
+breaks from within (its container killed for memory, or running but unable to run a command:
+see `DockerSandbox.diagnose`) is the agent's outcome (`error_kind="sandbox_broken"`, reward 0,
+the reason in `info["error"]`); only an engine that stopped answering, or a container removed or
+killed from outside, stays infrastructure. A diff the agent's repository cannot give is its
+outcome too (see `envfarm.env.patch`).
+
+Exploit signals: every step's `info["exploit_signals"]` lists the agent's commands of that step
+that probe the farm rather than the task (`envfarm.env.probes`), and at the end what the diff
+found in the agent's `.git`; the episode loop gathers them into `Trajectory.exploit_signals`.
 
 A masked episode (no verdict on the agent: the sandbox or the grader failed) ends with reward
 `float("nan")` and `info["masked"] = True`: a NaN is a float gymnasium accepts and shows up in
@@ -33,10 +45,11 @@ from envfarm.env.config import EnvConfig
 from envfarm.env.loop_thread import LoopThread
 from envfarm.env.parsing import parse_tool_calls
 from envfarm.env.patch import PatchError, extract_patch
+from envfarm.env.probes import probe_signals
 from envfarm.env.prompt import first_observation, format_help, system_prompt
 from envfarm.env.schemas import TOOL_NAMES, tool_schemas
 from envfarm.env.tools import ToolResult, ToolRunner
-from envfarm.errors import EndReason, ErrorKind, SandboxError
+from envfarm.errors import EndReason, ErrorKind, SandboxBrokenError, SandboxError
 from envfarm.sandbox.backends import default_sandbox_factory
 from envfarm.sandbox.base import Sandbox, SandboxFactory, SandboxSpec
 from envfarm.tasks.grade_result import GradeResult
@@ -88,6 +101,8 @@ class CodingEnv(gymnasium.Env):
         self._started = 0.0
         self._done = True
         self._last_observation = ""
+        self._first_action_at: float | None = None  # time.time() of the agent's first command
+        self._signals: list[str] = []  # this step's exploit signals
 
     # -- async core ------------------------------------------------------------------------
     async def areset(self, *, seed: int | None = None,
@@ -108,6 +123,7 @@ class CodingEnv(gymnasium.Env):
         self._runner = ToolRunner(sandbox, self.config.command_timeout_s, self.config.max_observation_chars,
                                   self.config.workdir)
         self._turn, self._started, self._done = 0, time.monotonic(), False
+        self._first_action_at = None
         tools = tool_schemas()
         self._last_observation = first_observation(task, tools)
         info = {"instance_id": task.instance_id, "repo": task.repo, "tools": tools,
@@ -119,6 +135,7 @@ class CodingEnv(gymnasium.Env):
         if self._done or self.task is None or self._runner is None:
             raise RuntimeError("the episode is over or was never started: call reset() first")
         self._turn += 1
+        self._signals = []
         parsed = parse_tool_calls(action)
         results: list[ToolResult] = []
         submitted, reason = False, None
@@ -130,14 +147,14 @@ class CodingEnv(gymnasium.Env):
             try:
                 results, submitted = await self._run_calls(parsed.calls)
             except SandboxError as exc:
-                return await self._end_infrastructure(str(exc), results)
+                return await self._end_sandbox_failure(exc, results)
             text = _render(results, parsed.errors, len(parsed.calls) - len(results))
         if not reason:
             reason = EndReason.SUBMIT if submitted else EndReason.TIME_LIMIT if self.time_left() <= 0 else \
                 EndReason.MAX_TURNS if self._turn >= self.config.max_turns else None
         info: dict[str, Any] = {"turn": self._turn, "tool_calls": [r.to_dict() for r in results],
                                 "parse_errors": list(parsed.errors), "format_error": not parsed.calls,
-                                "error_kind": None, "masked": False}
+                                "error_kind": None, "masked": False, "exploit_signals": self._signals}
         self._last_observation = text
         if not reason:
             return text, 0.0, False, False, info
@@ -205,6 +222,9 @@ class CodingEnv(gymnasium.Env):
         assert self._runner is not None
         results: list[ToolResult] = []
         for n, call in enumerate(calls[: self.config.max_calls_per_turn]):
+            if call.name != "submit" and self._first_action_at is None:
+                self._first_action_at = time.time()
+            self._signals.extend(probe_signals(call.name, call.arguments))
             timeout = min(self.config.command_timeout_s, max(self.time_left(), 1.0))
             result = await self._runner.run(call, call.id or f"call_{self._turn}_{n}", timeout)
             results.append(result)
@@ -223,11 +243,11 @@ class CodingEnv(gymnasium.Env):
         grade_result: GradeResult | None = None
         patch = ""
         try:
-            patch = await extract_patch(self._sandbox, task.base_commit, self.config.workdir)
+            patch = await extract_patch(self._sandbox, task.base_commit, self.config.workdir, signals=self._signals)
         except PatchError as exc:
-            grade_result = GradeResult(instance_id=task.instance_id, error=str(exc))
+            grade_result = GradeResult(instance_id=task.instance_id, error_kind=exc.kind, error=str(exc))
         except SandboxError as exc:
-            grade_result = GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.INFRASTRUCTURE,
+            grade_result = GradeResult(instance_id=task.instance_id, error_kind=self._blame(exc),
                                        error=f"could not read the agent's diff: {exc}")
         await self._release()
         if grade_result is None:
@@ -250,17 +270,29 @@ class CodingEnv(gymnasium.Env):
         except SandboxError as exc:  # ImageMissingError included: the grader could not start
             return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.INFRASTRUCTURE, error=str(exc))
 
-    async def _end_infrastructure(self, error: str, results: list[ToolResult]):
+    def _blame(self, exc: SandboxError) -> ErrorKind:
+        """SANDBOX_BROKEN when the sandbox broke from within after the agent's first command (a
+        container that had already exited before it is not the agent's doing), else INFRASTRUCTURE."""
+        if not isinstance(exc, SandboxBrokenError) or self._first_action_at is None:
+            return ErrorKind.INFRASTRUCTURE
+        if exc.exited_at is not None and exc.exited_at < self._first_action_at - 1.0:  # 1 s: engine's clock
+            return ErrorKind.INFRASTRUCTURE
+        return ErrorKind.SANDBOX_BROKEN
+
+    async def _end_sandbox_failure(self, exc: SandboxError, results: list[ToolResult]):
         self._done = True
+        kind = self._blame(exc)
         await self._release()
-        text = f"The sandbox failed and the episode cannot go on: {error}"
+        masked = kind.masked
+        reward = float("nan") if masked else 0.0
+        text = f"The sandbox failed and the episode cannot go on: {exc}"
         self._last_observation = text
         info = {"turn": self._turn, "tool_calls": [r.to_dict() for r in results], "parse_errors": [],
                 "format_error": False,
-                "end_reason": EndReason.SANDBOX_ERROR, "error_kind": ErrorKind.INFRASTRUCTURE, "error": error,
-                "grade": None, "patch": "", "resolved": False, "reward": float("nan"), "masked": True,
-                "grading_seconds": 0.0}
-        return text, float("nan"), False, True, info
+                "end_reason": EndReason.SANDBOX_ERROR, "error_kind": kind, "error": str(exc),
+                "grade": None, "patch": "", "resolved": False, "reward": reward, "masked": masked,
+                "grading_seconds": 0.0, "exploit_signals": self._signals}
+        return text, reward, False, True, info
 
     async def _release(self) -> None:
         sandbox, self._sandbox, self._runner = self._sandbox, None, None

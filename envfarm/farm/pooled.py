@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from envfarm.farm.pool import WarmPool
-from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, Sandbox, SandboxFactory, SandboxSpec
+from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, HostResult, Sandbox, SandboxFactory, SandboxSpec
 
 
 class PooledSandbox:
@@ -25,6 +25,10 @@ class PooledSandbox:
 
     async def exec(self, cmd: str, timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
         return await self._inner.exec(cmd, timeout, output_limit)
+
+    async def host_exec(self, argv: list[str], timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT,
+                        env: dict[str, str] | None = None) -> HostResult:
+        return await self._inner.host_exec(argv, timeout, output_limit, env)
 
     async def read_file(self, path: str) -> bytes:
         return await self._inner.read_file(path)

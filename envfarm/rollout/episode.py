@@ -104,6 +104,7 @@ async def _play(env: CodingEnv, policy: Any, task: Task, traj: Trajectory, timin
                 index=len(traj.turns), completion=completion.text, observation=observation, tool_calls=records,
                 format_error=info["format_error"], parse_errors=info["parse_errors"], generation_seconds=gen_s,
                 tool_seconds=step_s, finish_reason=completion.finish_reason, **token_fields))
+            traj.exploit_signals.extend(info.get("exploit_signals") or [])
             timings.generation += gen_s
             timings.tools += step_s
             if done:

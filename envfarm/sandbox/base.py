@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
-from envfarm.errors import ImageMissingError, SandboxError
+from envfarm.errors import ImageMissingError, SandboxBrokenError, SandboxError
 
-__all__ = ["ExecResult", "ImageMissingError", "LIMITS", "Sandbox", "SandboxError", "SandboxSpec", "parse_size"]
+__all__ = ["ExecResult", "HostResult", "ImageMissingError", "LIMITS", "Sandbox", "SandboxBrokenError", "SandboxError",
+           "SandboxSpec", "parse_size"]
 
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
 
@@ -41,6 +42,25 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+
+@dataclass
+class HostResult:
+    """What one host command (`Sandbox.host_exec`) produced: stdout and stderr kept apart, as bytes.
+
+    `truncated`: stdout passed the caller's limit and the rest was not read.
+    """
+
+    exit_code: int | None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    timed_out: bool = False
+    truncated: bool = False
+    seconds: float = 0.0
+
+
+# Directories searched for programs by host commands, whatever PATH the agent exported.
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 # What a command can run into: its time limit, the output cap, or one of the sandbox's cgroup
@@ -97,6 +117,15 @@ class Sandbox(Protocol):
 
     async def exec(self, cmd: str, timeout: float = 60.0,
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult: ...
+
+    async def host_exec(self, argv: list[str], timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT,
+                        env: dict[str, str] | None = None) -> HostResult:
+        """Run a command of the host's own (never the agent's): its own process, outside the
+        agent's shell session, with exactly `argv` and a clean environment (`env`, plus PATH=
+        HOST_PATH unless given; nothing the container or the agent's session exported). What
+        the host runs in an agent's sandbox after the agent acted goes through here, so that
+        shell functions, aliases, session variables and exported settings cannot steer it."""
+        ...
 
     async def read_file(self, path: str) -> bytes: ...
 

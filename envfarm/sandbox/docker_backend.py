@@ -1,7 +1,9 @@
 """Docker sandboxes: one locked-down container per sandbox, one persistent shell in it.
 
-Containers run with no network, CPU/memory/pids limits, a non-root user, no-new-privileges
-and no capabilities, no host paths and no Docker socket. A command that runs into a limit says
+Containers run with no network, CPU/memory/pids limits, the agent's commands as SandboxSpec.user
+(PID 1 alone as root, see PID1), no-new-privileges and no capabilities, no host paths and no
+Docker socket. The host's own commands in a sandbox (`host_exec`) never go through the agent's
+shell session. A command that runs into a limit says
 which in `ExecResult.limit` (memory and pids from the container's cgroup counters, disk from a
 watchdog on the writable layer: see SandboxSpec.disk). Labels name the owner and run so that
 orphans can be found and reaped by anyone (`envfarm.gc`) without a registry of our own: the
@@ -19,6 +21,7 @@ import tarfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,15 +31,18 @@ import requests
 
 from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
+    HOST_PATH,
     ExecResult,
+    HostResult,
     ImageMissingError,
     Sandbox,
     SandboxBackend,
+    SandboxBrokenError,
     SandboxError,
     SandboxSpec,
     parse_size,
 )
-from envfarm.sandbox.shell_session import KILL_SCRIPT, ShellSession
+from envfarm.sandbox.shell_session import KILL_SCRIPT, STREAM_HEADER, ShellSession
 
 if TYPE_CHECKING:
     from envfarm.sandbox.backends import DockerBackendConfig
@@ -58,8 +64,20 @@ COUNTERS = (
     '/sys/fs/cgroup/memory.events; do [ -r "$f" ] && while read -r k v; do echo "$k $v"; done < "$f"; done; true'
 )
 
-# PID 1 of a sandbox: reaps orphans (bash reaps any child) and exits at once on SIGTERM.
-PID1 = ["bash", "-c", 'trap "exit 0" TERM; while :; do sleep 86400 & wait $!; done']
+# PID 1 of a sandbox runs as root, the agent's commands as SandboxSpec.user: a process of another
+# user can neither signal nor ptrace it. It handles no signal but SIGCHLD (to reap the orphans it
+# adopts), and in a PID namespace the kernel drops every signal its init has no handler for, even
+# from root inside the container: `kill -TERM 1`, `kill -9 1`, `kill -STOP 1` do nothing. It never
+# forks (it blocks reading a pseudo-terminal nobody writes to), so exhausting the pids limit or
+# killing its children cannot make it exit either. Only SIGKILL from outside (the engine, `docker
+# kill`) or the OOM killer ends it; `DockerSandbox.diagnose` tells those apart.
+PID1_SCRIPT = (
+    "trap '' HUP INT QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM TERM STKFLT TSTP TTIN TTOU URG "
+    "XCPU XFSZ VTALRM PROF WINCH IO PWR SYS; exec 3<>/dev/ptmx 2>/dev/null; "
+    "while :; do read -r -u 3 _ || { sleep 86400 & wait $!; }; done"
+)
+PID1 = ["bash", "-c", PID1_SCRIPT]
+PID1_USER = "0"
 
 # Blocking Docker SDK calls run here, not in asyncio's small default pool, so that thousands of
 # sandboxes on one event loop do not queue behind six threads.
@@ -170,11 +188,104 @@ class DockerSandbox:
             elif result.limit is None and result.truncated:
                 result.limit = "output"
             return result
-        except (OSError, docker.errors.APIError) as exc:
-            raise SandboxError(f"sandbox {self.id}: {exc}") from exc
+        except (OSError, docker.errors.APIError, SandboxError) as exc:
+            raise await self.diagnose(exc) from exc
         finally:
             if watchdog is not None and not watchdog.done():
                 watchdog.cancel()
+
+    async def host_exec(self, argv: list[str], timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT,
+                        env: dict[str, str] | None = None) -> HostResult:
+        """A fresh `docker exec` of `argv` (no shell string, never the agent's session) as the
+        sandbox's user, under `env -i` with PATH=HOST_PATH, HOME=/ and `env`, killed after
+        `timeout`. stdout beyond `output_limit` is not read (the host's memory is shared by every
+        sandbox on the node): `truncated` says so. After `timeout` the host stops waiting
+        (`timed_out`); bounding the command's own time in the container is the caller's business
+        (`timeout` there is a process the command's own `kill` could end). About 50-75 ms: the
+        engine starts a process."""
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed")
+        clean = {"PATH": HOST_PATH, "HOME": "/", "LC_ALL": "C", **(env or {})}
+        full = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in clean.items()), *argv]
+        started = time.perf_counter()
+
+        def start() -> tuple[str, socket.socket]:
+            exec_id = self._api.exec_create(self.container.id, full, stdin=False, stdout=True, stderr=True,
+                                            user=self.spec.user, workdir="/")["Id"]
+            sock = self._api.exec_start(exec_id, socket=True)
+            return exec_id, getattr(sock, "_sock", sock)
+
+        out, err = bytearray(), bytearray()
+        truncated = timed_out = False
+        try:
+            exec_id, raw = await _in_thread(start)
+            raw.setblocking(False)
+            reader, writer = await asyncio.open_unix_connection(sock=raw, limit=1 << 20) \
+                if raw.family == socket.AF_UNIX else await asyncio.open_connection(sock=raw, limit=1 << 20)
+
+            async def pump() -> bool:
+                buf = bytearray()
+                while True:
+                    data = await reader.read(1 << 16)
+                    if not data:
+                        return False
+                    buf += data
+                    while len(buf) >= 8:
+                        kind, size = STREAM_HEADER.unpack_from(buf)
+                        if len(buf) < 8 + size:
+                            break
+                        target, cap = (out, output_limit) if kind == 1 else (err, 65536)
+                        room = max(cap - len(target), 0)
+                        target += buf[8:8 + min(size, room)]
+                        del buf[:8 + size]
+                        if kind == 1 and size > room:
+                            return True
+
+            try:
+                truncated = await asyncio.wait_for(pump(), timeout)
+            except TimeoutError:
+                timed_out = True
+            finally:
+                writer.close()
+            code = None
+            if not truncated and not timed_out:
+                for _ in range(50):  # the stream closes a moment before the engine records the exit
+                    code = (await _in_thread(self._api.exec_inspect, exec_id)).get("ExitCode")
+                    if code is not None:
+                        break
+                    await asyncio.sleep(0.01)
+        except (OSError, docker.errors.APIError, SandboxError) as exc:
+            raise await self.diagnose(exc) from exc
+        return HostResult(exit_code=code, stdout=bytes(out), stderr=bytes(err), timed_out=timed_out,
+                          truncated=truncated, seconds=time.perf_counter() - started)
+
+    async def diagnose(self, exc: BaseException) -> SandboxError:
+        """Whose failure `exc` was, from the engine's health and the container's state.
+
+        SandboxError (infrastructure): the engine does not answer, the container is gone (removed
+        by someone else) or was stopped from outside (`docker kill`, an engine restart: PID 1
+        ignores every signal from inside, see PID1). SandboxBrokenError (the sandbox's own state):
+        the container was killed for memory, or it runs but cannot run our command (processes or
+        memory exhausted, its shell or working directory broken). Whether the agent did it is
+        the env's call: it knows when the agent first acted (`SandboxBrokenError.exited_at`).
+        """
+        if isinstance(exc, SandboxBrokenError):
+            return exc
+        try:
+            info = await _in_thread(self._api.inspect_container, self.container.id)
+        except docker.errors.NotFound:
+            return SandboxError(f"sandbox {self.id}: its container was removed from outside ({exc})")
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as engine:
+            return SandboxError(f"sandbox {self.id}: the Docker engine does not answer ({engine}) after: {exc}")
+        state = info.get("State") or {}
+        if state.get("Running") and not state.get("Restarting"):
+            return SandboxBrokenError(f"sandbox {self.id}: its container runs but cannot run commands any more "
+                                      f"(processes or memory exhausted, or its shell broken?): {exc}")
+        if state.get("OOMKilled"):
+            return SandboxBrokenError(f"sandbox {self.id}: its container was killed for memory "
+                                      f"(limit {self.spec.memory}): {exc}", exited_at=_unix(state.get("FinishedAt")))
+        return SandboxError(f"sandbox {self.id}: its container stopped from outside (status {state.get('Status')}, "
+                            f"exit code {state.get('ExitCode')}): {exc}")
 
     async def _cgroup_limit_hit(self) -> str | None:
         """Which cgroup limit (memory, pids) fired since the last look, from the kernel's counters."""
@@ -300,7 +411,7 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
     client = docker_client()
     try:
         container = client.containers.create(
-            spec.image, PID1, detach=True, labels=labels, user=spec.user,
+            spec.image, PID1, detach=True, labels=labels, user=PID1_USER,
             working_dir=spec.workdir, environment=spec.env or None,
             network_mode="bridge" if spec.network else "none",
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
@@ -397,6 +508,17 @@ def list_containers(**label_filters: str) -> list[Any]:
     """Containers that carry the envfarm label (and the given label values), stopped included."""
     labels = [LABEL] + [f"{k}={v}" for k, v in label_filters.items()]
     return docker_client().containers.list(all=True, filters={"label": labels})
+
+
+def _unix(stamp: str | None) -> float | None:
+    """Docker's RFC 3339 time stamp ('2026-11-29T08:00:00.123456789Z') as unix time; None if unset."""
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp() + float(f"0.{frac or 0}")
+    except ValueError:
+        return None
 
 
 def _join(note: str, more: str) -> str:

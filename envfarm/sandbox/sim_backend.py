@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
     ExecResult,
+    HostResult,
     Sandbox,
     SandboxBackend,
     SandboxError,
@@ -93,6 +94,16 @@ class SimSandbox:
         seconds = self.profile.draw(self.profile.exec_s, self._rng)
         await asyncio.sleep(seconds)
         return ExecResult(output="", exit_code=0, seconds=seconds)
+
+    async def host_exec(self, argv: list[str], timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT,
+                        env: dict[str, str] | None = None) -> HostResult:
+        """The time of a command; a diff (an argv that mentions one) prints a one-line change."""
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed")
+        seconds = self.profile.draw(self.profile.exec_s, self._rng)
+        await asyncio.sleep(seconds)
+        stdout = SIM_PATCH if any("diff" in a for a in argv) else b""
+        return HostResult(exit_code=0, stdout=stdout, seconds=seconds)
 
     async def read_file(self, path: str) -> bytes:
         """What was written, else what a command would have left: a patch file holds a one-line

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from envfarm.errors import SandboxError
-from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, SandboxSpec
+from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, HostResult, SandboxSpec
 
 _ids = itertools.count()
 
@@ -48,6 +48,11 @@ class FakeSandbox:
         result = self.handler(cmd)
         self._last_ok = time.monotonic()
         return result
+
+    async def host_exec(self, argv: list[str], timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT,
+                        env: dict[str, str] | None = None) -> HostResult:
+        result = await self.exec(" ".join(argv), timeout, output_limit)
+        return HostResult(exit_code=result.exit_code, stdout=result.output.encode())
 
     async def read_file(self, path: str) -> bytes:
         if path not in self.files:
