@@ -109,6 +109,7 @@ class DockerSandbox:
         self.disk_used = 0  # bytes in the writable layer at the last check
         self.inodes_used = 0  # files, folders and links in the writable layer at the last check
         self._inodes_before: int | None = None  # the count at the last check of the running command
+        self._disk_tripped = False  # the watchdog killed the running command
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -199,6 +200,9 @@ class DockerSandbox:
 
     async def _disk_over(self, force: bool = True) -> bool:
         """Measure the writable layer (at most once per disk_check_s unless forced)."""
+        if self._disk_tripped:  # the watchdog killed the command (and may have been cancelled since)
+            self._disk_tripped = False
+            return True
         now = time.monotonic()
         if not force and now - self._disk_checked < self.spec.disk_check_s:
             return False
@@ -233,6 +237,7 @@ class DockerSandbox:
         while True:
             await asyncio.sleep(self.spec.disk_check_s)
             if await self._disk_over():
+                self._disk_tripped = True
                 await self._run_detached(["sh", "-c", KILL_SCRIPT, "kill", str(self._session.shell_pid)])
                 return True
 
