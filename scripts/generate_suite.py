@@ -22,7 +22,7 @@ from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
-from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive
+from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive, drop_leaks
 from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
@@ -61,6 +61,12 @@ async def run(args: argparse.Namespace) -> int:
                             info=f"tried {r.tried}")
 
         await asyncio.gather(*(drive(r, state, factory, sem, on_done) for r in runs))
+        # one scan per image: a task whose fix the image holds outside /testbed is replaced
+        for r in runs:
+            dropped = await drop_leaks(r, state, factory, sem, on_done)
+            if dropped:
+                print(f"{r.project.name}: {dropped} task(s) dropped: their fix is in the image outside /testbed",
+                      file=sys.stderr)
     out_dir = Path(args.out)
     total = 0
     for r in runs:

@@ -17,10 +17,26 @@ from typing import Any, Protocol
 from envfarm.sandbox.base import Sandbox
 
 SNIPPET_CONTEXT = 4
+# The largest file the editor reads (view, and the read before an edit). Larger files are refused
+# from their size alone, before any byte moves: the host that would hold them serves every sandbox
+# on its node. An agent reads parts of them with the shell (sed -n, head, grep), whose output is
+# capped anyway.
+MAX_FILE_BYTES = 4 << 20
 
 
 class EditorError(Exception):
     """A refused command; the message is what the model reads."""
+
+
+def too_large(path: str, size: int) -> EditorError:
+    return EditorError(f"Error: {path} is {size} bytes, more than the editor reads ({MAX_FILE_BYTES} bytes). "
+                       "Look at parts of it with the shell instead (`sed -n '1,100p' FILE`, `grep -n WORD FILE`, "
+                       "`head`), and edit it with a script if you must.")
+
+
+def cannot_write(path: str, exc: OSError) -> EditorError:
+    return EditorError(f"Error: cannot write {path}: permission denied (the editor writes as the sandbox's "
+                       f"user). {str(exc)[-200:]}")
 
 
 class FileIO(Protocol):
@@ -32,33 +48,43 @@ class FileIO(Protocol):
 
 
 class SandboxFileIO:
-    """Files in a sandbox: writes through `write_file` (never argv), reads through the shell session.
+    """Files in a sandbox: writes through `write_file` (never argv, as the sandbox's user), reads
+    through the shell session.
 
     Reading as base64 over the persistent shell costs a few milliseconds; the archive API that
     `read_file` uses costs tens (measured by scripts/bench_env.py), and an agent views files often.
+    The file's size is looked at first, in the same command: past MAX_FILE_BYTES nothing of it is
+    sent (see `too_large`).
     """
 
-    MAX_READ = 32 << 20
+    MAX_READ = MAX_FILE_BYTES
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
 
     async def read(self, path: str) -> bytes:
         q = shlex.quote(path)
-        res = await self.sandbox.exec(f"if [ -d {q} ]; then echo DIR; elif [ -f {q} ]; then echo FILE; "
-                                      f"base64 -w0 -- {q}; else echo MISSING; fi", timeout=60,
-                                      output_limit=self.MAX_READ)
+        res = await self.sandbox.exec(f"if [ -d {q} ]; then echo DIR; elif [ -f {q} ]; then "
+                                      f"s=$(stat -L -c %s -- {q}) && if [ \"$s\" -gt {self.MAX_READ} ]; "
+                                      f"then echo \"BIG $s\"; else echo FILE; base64 -w0 -- {q}; fi; "
+                                      "else echo MISSING; fi", timeout=60,
+                                      output_limit=self.MAX_READ * 4 // 3 + 4096)
         kind, _, body = res.output.partition("\n")
         if kind == "DIR":
             raise IsADirectoryError(path)
-        if kind != "FILE" or res.truncated or not res.ok:
-            if kind == "FILE":
-                return await self.sandbox.read_file(path)  # too big for one answer: the archive API
+        if kind.startswith("BIG "):
+            raise too_large(path, int(kind.split()[1]))
+        if kind != "FILE" or not res.ok:
             raise FileNotFoundError(path)
+        if res.truncated:  # the file grew between the size check and the read
+            raise too_large(path, self.MAX_READ + 1)
         return base64.b64decode(body.strip())
 
     async def write(self, path: str, data: bytes) -> None:
-        await self.sandbox.write_file(path, data)
+        try:
+            await self.sandbox.write_file(path, data)
+        except PermissionError as exc:
+            raise cannot_write(path, exc) from None
 
     async def kind(self, path: str) -> str:
         q = shlex.quote(path)
@@ -82,11 +108,17 @@ class LocalFileIO:
         p = Path(path)
         if p.is_dir():
             raise IsADirectoryError(path)
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise too_large(path, size)
         return p.read_bytes()
 
     async def write(self, path: str, data: bytes) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(data)
+        except PermissionError as exc:
+            raise cannot_write(path, exc) from None
 
     async def kind(self, path: str) -> str:
         p = Path(path)

@@ -84,6 +84,9 @@ class SandboxSpec:
     # (--storage-opt size needs xfs with pquota), so the backend measures the layer while commands
     # run and kills them past the cap; the overshoot is bounded by write speed x disk_check_s.
     disk: str | None = "4g"
+    # Cap on the files, folders and links the writable layer may hold (empty files cost no bytes
+    # but an inode each); checked with `disk`, from the layer's directory on this machine.
+    inodes: int | None = 100_000
     disk_check_s: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)

@@ -47,8 +47,11 @@ from envfarm.sandbox.shell_session import KILL_SCRIPT, STREAM_HEADER, ShellSessi
 if TYPE_CHECKING:
     from envfarm.sandbox.backends import DockerBackendConfig
 
-# write_file: files up to this size go through the shell session, larger ones through the archive API
+# write_file: files go through the shell session as the sandbox's user, in chunks of this size
 SESSION_WRITE_MAX = 256 << 10
+# read_file: past this size a file is refused before any byte of it is transferred (the host that
+# reads it serves every sandbox on its node)
+READ_FILE_MAX = 32 << 20
 WRITE_HEREDOC = "EOF_ENVFARM_WRITE"  # never in base64 text (no underscore in its alphabet)
 
 LABEL = "envfarm"  # every container the project starts carries this label
@@ -122,6 +125,9 @@ class DockerSandbox:
         self._disk_limit = parse_size(spec.disk) if spec.disk else None
         self._disk_checked = 0.0
         self.disk_used = 0  # bytes in the writable layer at the last check
+        self.inodes_used = 0  # files, folders and links in the writable layer at the last check
+        self._inodes_before: int | None = None  # the count at the last check of the running command
+        self._disk_tripped = False  # the watchdog killed the running command
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -166,7 +172,9 @@ class DockerSandbox:
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
-        watchdog = asyncio.get_running_loop().create_task(self._watch_disk()) if self._disk_limit else None
+        watching = self._disk_limit is not None or self.spec.inodes is not None
+        self._inodes_before = None
+        watchdog = asyncio.get_running_loop().create_task(self._watch_disk()) if watching else None
         try:
             result = await self._session.exec(cmd, timeout, output_limit)
             if watchdog is not None:
@@ -174,9 +182,7 @@ class DockerSandbox:
                 over = await asyncio.gather(watchdog, return_exceptions=True)
                 if over[0] is True or await self._disk_over(force=False):
                     result.limit = "disk"
-                    result.note = _join(result.note, f"the sandbox's disk use reached {self.disk_used / 1e6:.0f} MB, "
-                                        f"over its {self.spec.disk} limit: the command was killed; delete files "
-                                        "to go on")
+                    result.note = _join(result.note, self._disk_note())
             if result.limit is None and (result.timed_out or result.exit_code is None or result.exit_code > 125):
                 result.limit = await self._cgroup_limit_hit()
             if result.limit == "memory":
@@ -305,6 +311,9 @@ class DockerSandbox:
 
     async def _disk_over(self, force: bool = True) -> bool:
         """Measure the writable layer (at most once per disk_check_s unless forced)."""
+        if self._disk_tripped:  # the watchdog killed the command (and may have been cancelled since)
+            self._disk_tripped = False
+            return True
         now = time.monotonic()
         if not force and now - self._disk_checked < self.spec.disk_check_s:
             return False
@@ -315,22 +324,41 @@ class DockerSandbox:
         except docker.errors.APIError:
             return False
         self.disk_used = int(info.get("SizeRw") or 0)
-        return self._disk_limit is not None and self.disk_used > self._disk_limit
+        if self._disk_limit is not None and self.disk_used > self._disk_limit:
+            return True
+        if self.spec.inodes is None:
+            return False
+        upper = (info.get("GraphDriver") or {}).get("Data", {}).get("UpperDir")
+        before, self._inodes_before = self._inodes_before, None
+        self.inodes_used = await _in_thread(count_inodes, upper) if upper else 0
+        self._inodes_before = self.inodes_used
+        # over the limit and still growing since the last look in this command: an `rm -rf` of
+        # the excess (or a command that merely runs while it is there) is never killed
+        return self.inodes_used > self.spec.inodes and before is not None and self.inodes_used > before
+
+    def _disk_note(self) -> str:
+        if self.spec.inodes is not None and self.inodes_used > self.spec.inodes:
+            return (f"the sandbox holds more than {self.spec.inodes} new files and folders, over its limit: "
+                    "the command was killed; delete files to go on")
+        return (f"the sandbox's disk use reached {self.disk_used / 1e6:.0f} MB, over its {self.spec.disk} "
+                "limit: the command was killed; delete files to go on")
 
     async def _watch_disk(self) -> bool:
         """While a command runs: past the disk limit, kill every process but PID 1 and the shell."""
         while True:
             await asyncio.sleep(self.spec.disk_check_s)
             if await self._disk_over():
+                self._disk_tripped = True
                 await self._run_detached(["sh", "-c", KILL_SCRIPT, "kill", str(self._session.shell_pid)])
                 return True
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
-        """Put a file into the container, never through argv.
+        """Put a file into the container as the sandbox's user, never through argv.
 
-        Up to SESSION_WRITE_MAX bytes go base64-encoded through the shell session (7 ms for a
-        patch); larger files, or a path the sandbox's user may not write, through the archive
-        API (65 ms: the engine starts a helper process for every archive).
+        The bytes go base64-encoded through the shell session (7 ms for a patch), in chunks of
+        SESSION_WRITE_MAX. Never through the archive API: the engine extracts archives as root,
+        so a write there could land anywhere (/etc, site-packages); a path the sandbox's user may
+        not write raises PermissionError.
         """
         payload = data.encode() if isinstance(data, str) else data
         parent, _, name = path.rstrip("/").rpartition("/")
@@ -338,35 +366,38 @@ class DockerSandbox:
             parent, name = (self.spec.workdir + "/" + parent).rstrip("/"), name
         parent = parent or "/"
         target = f"{parent.rstrip('/')}/{name}"
-        if len(payload) <= SESSION_WRITE_MAX:
-            encoded = base64.b64encode(payload).decode()
+        for at in range(0, max(len(payload), 1), SESSION_WRITE_MAX):
+            encoded = base64.b64encode(payload[at:at + SESSION_WRITE_MAX]).decode()
+            first, last = at == 0, at + SESSION_WRITE_MAX >= len(payload)
             # `command` and `>|`: the agent's own functions of these names and noclobber do not
             # get in the way (an agent set on breaking its own shell can still break its writes)
-            res = await self.exec(f"command mkdir -p {_q(parent)} && command base64 -d >| {_q(target)} "
-                                  f"<<'{WRITE_HEREDOC}' && command chmod {mode:o} {_q(target)}\n"
-                                  f"{encoded}\n{WRITE_HEREDOC}", timeout=30)
-            if res.exit_code == 0:
-                return
-        await self.exec(f"mkdir -p {_q(parent)}", timeout=30)
-        archive = io.BytesIO()
-        with tarfile.open(fileobj=archive, mode="w") as tar:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(payload), mode, int(time.time())
-            info.uid = info.gid = 1000
-            tar.addfile(info, io.BytesIO(payload))
-        ok = await _in_thread(self._api.put_archive, self.container.id, parent,
-                              archive.getvalue())
-        if not ok:
-            raise SandboxError(f"sandbox {self.id}: could not write {path}")
+            write = f"command base64 -d {'>|' if first else '>>'} {_q(target)} <<'{WRITE_HEREDOC}'"
+            mkdir = f"command mkdir -p {_q(parent)} && " if first else ""
+            chmod = f" && command chmod {mode:o} {_q(target)}" if last else ""
+            res = await self.exec(f"{mkdir}{write}{chmod}\n{encoded}\n{WRITE_HEREDOC}", timeout=30)
+            if res.exit_code != 0:
+                raise PermissionError(f"cannot write {target} as {self.spec.user} in sandbox {self.id}: "
+                                      f"{res.output.strip()[-300:]}")
 
-    async def read_file(self, path: str) -> bytes:
+    async def read_file(self, path: str, max_bytes: int = READ_FILE_MAX) -> bytes:
+        """One regular file's bytes through the archive API; past `max_bytes` it is refused from
+        the archive's header (FileTooLargeError) before its content is transferred."""
         if not path.startswith("/"):
             path = f"{self.spec.workdir}/{path}"
         try:
-            stream, _ = await _in_thread(self._api.get_archive, self.container.id, path)
-            data = b"".join(stream)
+            stream, stat = await _in_thread(self._api.get_archive, self.container.id, path)
         except docker.errors.NotFound as exc:
             raise FileNotFoundError(f"{path} does not exist in sandbox {self.id}") from exc
+        try:
+            size = int((stat or {}).get("size") or 0)
+            if size > max_bytes:
+                raise FileTooLargeError(f"{path} is {size} bytes, over the {max_bytes}-byte limit of a read "
+                                        f"from sandbox {self.id}")
+            data = await _in_thread(_read_capped, stream, max_bytes + (64 << 10), path)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                await _in_thread(close)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             member = tar.next()
             if member is None or not member.isfile():
@@ -519,6 +550,38 @@ def _unix(stamp: str | None) -> float | None:
         return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp() + float(f"0.{frac or 0}")
     except ValueError:
         return None
+
+
+class FileTooLargeError(OSError):
+    """A file past the size a read may transfer to the host."""
+
+
+def _read_capped(stream: Any, cap: int, path: str) -> bytes:
+    out = bytearray()
+    for chunk in stream:
+        out += chunk
+        if len(out) > cap:
+            raise FileTooLargeError(f"{path} grew past {cap} bytes while it was read")
+    return bytes(out)
+
+
+def count_inodes(top: str, stop: int | None = None) -> int:
+    """Entries (files, folders, links, whiteouts) under `top`, counting no further than `stop`.
+
+    The writable layer's upper directory on this machine; when this process may not read it
+    (not root, another engine's data root) the count is 0: the byte limit still applies.
+    """
+    count, pending = 0, [top]
+    while pending and (stop is None or count < stop):
+        try:
+            with os.scandir(pending.pop()) as it:
+                for entry in it:
+                    count += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        except OSError:
+            continue
+    return count
 
 
 def _join(note: str, more: str) -> str:

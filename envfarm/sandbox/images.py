@@ -59,6 +59,10 @@ class Project:
     test_files: tuple[str, ...]
     test_deps: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # Top-level import names of the project (from its `sources`): every other copy of them in
+    # the image (Debian packages, copies vendored in other packages, their byte code) is removed
+    # at build, because such a copy can hold the very lines a task's fix restores.
+    packages: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -88,9 +92,23 @@ def load_projects(path: Path | None = None) -> dict[str, Project]:
             test_files=tuple(row["test_files"]),
             test_deps=tuple(row.get("test_deps", [])),
             env=dict(row.get("env", {})),
+            packages=import_names(row.get("sources", [])),
         )
         for name, row in data.items()
     }
+
+
+def import_names(sources: list[str]) -> tuple[str, ...]:
+    """Top-level import names of a project from its source paths ('src/' layouts included)."""
+    names = []
+    for path in sources:
+        parts = path.split("/")
+        if parts[0] == "src" and len(parts) > 1:
+            parts = parts[1:]
+        top = parts[0].removesuffix(".py")
+        if top not in names:
+            names.append(top)
+    return tuple(names)
 
 
 def _log(msg: str) -> None:
@@ -250,7 +268,7 @@ def build_repo(project: Project, force: bool = False) -> str:
         base_spec = _image_label(BASE_TAG)
     dockerfile = images_dir() / "repo" / "Dockerfile"
     spec_src = json.dumps([project.name, project.version, list(project.test_deps), project.collect_cmd,
-                           list(project.test_files)])
+                           list(project.test_files), list(project.packages)])
     spec = _hash(dockerfile.read_bytes(), spec_src, base_spec or "")
     if not force and _image_label(project.image) == spec:
         _log(f"{project.image} is up to date")
@@ -263,7 +281,8 @@ def build_repo(project: Project, force: bool = False) -> str:
         for w in wheels:
             shutil.copy(w, Path(ctx) / "wheels" / w.name)
         _docker_build(project.image, Path(ctx), dockerfile, {"BASE": BASE_TAG, "COLLECT": project.collect_cmd,
-                                                                  "TEST_FILES": " ".join(project.test_files)},
+                                                                  "TEST_FILES": " ".join(project.test_files),
+                                                                  "PACKAGES": " ".join(project.packages)},
                       {"envfarm.spec": spec, "envfarm.project": project.name,
                        "envfarm.version": project.version, "envfarm.license": project.license})
     return project.image

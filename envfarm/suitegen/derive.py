@@ -64,8 +64,14 @@ async def run_tests(sandbox: Sandbox, project: Project, timeout: float = 300) ->
 
 
 async def diff_against_clean(sandbox: Sandbox, path: str, new_source: str) -> str:
-    """Write `new_source` over `path` and return `git diff` of it against the clean commit."""
-    await sandbox.write_file(f"/testbed/{path}", new_source)
+    """Write `new_source` over `path` and return `git diff` of it against the clean commit.
+
+    The file keeps its mode: a bug patch that also changed the mode would mark the changed file
+    for the agent (see `envfarm.tasks.setup.APPLY_QUIETLY`).
+    """
+    mode = await sandbox.exec(f"stat -c %a /testbed/{path}", timeout=30)
+    await sandbox.write_file(f"/testbed/{path}", new_source,
+                             mode=int(mode.output.strip(), 8) if mode.ok else 0o644)
     res = await sandbox.exec(f"cd /testbed && git diff -- {path}", timeout=60, output_limit=8 << 20)
     return res.output if res.output.endswith("\n") or not res.output else res.output + "\n"
 

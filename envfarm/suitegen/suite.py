@@ -21,6 +21,7 @@ from envfarm.sandbox.images import Project, read_file_from_image
 from envfarm.suitegen.baseline import Baseline, project_sources
 from envfarm.suitegen.derive import Candidate, Rejected, derive_task
 from envfarm.suitegen.generate import Mutant, mutants_of_file, order
+from envfarm.suitegen.leaks import scan_image
 from envfarm.suitegen.statement import describe
 from envfarm.tasks.grading import SandboxFactory
 from envfarm.tasks.schema import Task
@@ -152,3 +153,34 @@ def accepted_tasks(run: ProjectRun, state: StateFile) -> list[Task]:
         if len(out) >= run.target:
             break
     return out
+
+
+LEAK_REASON = "the fix is in the image outside /testbed"
+
+
+async def drop_leaks(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem: asyncio.Semaphore,
+                     on_done: Callable[[ProjectRun], None], rounds: int = 5) -> int:
+    """Scan the project's image once for the accepted tasks' fixes; reject those found, refill.
+
+    A rejected task is recorded in the state file like any other rejection, and the project's
+    candidates are driven again to replace it; the new tasks are scanned in turn. Returns how many
+    tasks were dropped.
+    """
+    checked: set[str] = set()
+    dropped = 0
+    for _ in range(rounds):
+        todo = [t for t in accepted_tasks(run, state) if t.instance_id not in checked]
+        if not todo:
+            break
+        scan = await asyncio.to_thread(scan_image, run.project.image, todo)
+        checked |= {t.instance_id for t in todo} - scan.unsafe
+        if not scan.unsafe:
+            break
+        for iid in sorted(scan.unsafe):
+            where = ", ".join(scan.leaks.get(iid, [])[:3]) or f"unchecked: {scan.errors.get(iid, '')}"
+            rec = {k: v for k, v in state.records[iid].items() if k != "task"}
+            state.add({**rec, "status": "rejected", "reason": f"{LEAK_REASON}: {where}"[:300]})
+            dropped += 1
+        run.accepted, run.tried, run.reasons = 0, 0, {}
+        await drive(run, state, factory, sem, on_done)
+    return dropped

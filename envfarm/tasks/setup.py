@@ -10,6 +10,33 @@ from envfarm.tasks.schema import Task
 FIXED_DATES = "GIT_AUTHOR_DATE='2000-01-02T00:00:00Z' GIT_COMMITTER_DATE='2000-01-02T00:00:00Z'"
 BUG_PATCH_PATH = "/tmp/.envfarm_bug.diff"
 
+# Applies the bug patch so that no file's metadata says where it is (agent sandboxes only).
+# `git apply` leaves the changed files (and their folders) with a fresh mtime and ctime, a new
+# inode, and on overlayfs first in their folder's listing (the one entry in the upper layer).
+# So: the mtime of every path the patch touches, and of the folders above it, is kept aside
+# (`touch -r` onto a scratch file) and put back after the patch; then the whole work tree but
+# .git is rewritten from one tar stream in name order, which gives every file and folder a new
+# inode and ctime in an order that depends on the paths alone, and every folder an upper-layer
+# listing of its own. Modes are the patch's own (bug patches carry no mode change).
+APPLY_QUIETLY = r"""ef_m=$(mktemp -d /tmp/.envfarm_meta.XXXXXX) && git apply --numstat -z "$1" >"$ef_m/list" && {
+  ef_n=0
+  while IFS= read -r -d '' ef_l; do
+    ef_p=${ef_l#*$'\t'}; ef_p=${ef_p#*$'\t'}
+    while [ -n "$ef_p" ] && [ "$ef_p" != . ]; do
+      if [ -e "$ef_p" ]; then
+        ef_n=$((ef_n + 1)); touch -r "$ef_p" "$ef_m/$ef_n" && printf '%s\0' "$ef_p" >>"$ef_m/paths"
+      fi
+      case $ef_p in */*) ef_p=${ef_p%/*} ;; *) ef_p=. ;; esac
+    done
+  done <"$ef_m/list"
+  git apply "$1" && ef_n=0 && if [ -f "$ef_m/paths" ]; then
+    while IFS= read -r -d '' ef_p; do
+      ef_n=$((ef_n + 1)); [ -e "$ef_p" ] && touch -r "$ef_m/$ef_n" "$ef_p"
+    done <"$ef_m/paths"
+  fi && tar --sort=name --exclude=./.git -cf "$ef_m/tree.tar" . &&
+  find . -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} + && tar -xpf "$ef_m/tree.tar"
+}; ef_rc=$?; rm -rf "$ef_m"; unset ef_m ef_n ef_l ef_p; (exit $ef_rc)"""
+
 
 class TaskSetupError(SandboxError):
     """The sandbox could not be brought to the task's base commit: an infrastructure fault."""
@@ -18,6 +45,9 @@ class TaskSetupError(SandboxError):
 async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed", *,
                      erase_history: bool = True, expected: str | None = None) -> str:
     """Apply `bug_patch` to the clean repository and make it the one root commit; returns its hash.
+
+    In an agent's sandbox (`erase_history`) no file's metadata (mtime, ctime, inode, mode, order
+    in its folder's listing) tells the changed files from the others: see APPLY_QUIETLY.
 
     The commit has fixed author, committer and dates, so the hash is the same wherever it is made,
     and no history or object in `.git` may show the clean code: an agent could read the answer
@@ -33,7 +63,7 @@ async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed"
     await sandbox.write_file(BUG_PATCH_PATH, bug_patch)
     reinit_tree = f"rm -rf .git && git init -q && git add -A && {FIXED_DATES} git commit -q -m base"
     if erase_history:
-        make = f"git apply {BUG_PATCH_PATH} && {reinit_tree}"
+        make = f"bash -c {shlex.quote(APPLY_QUIETLY)} apply {BUG_PATCH_PATH} && {reinit_tree}"
     else:
         check = f' || [ "$(git rev-parse HEAD)" != {shlex.quote(expected)} ]' if expected else ""
         make = (
