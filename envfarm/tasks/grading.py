@@ -7,10 +7,20 @@ the test files and runs them, and swebench's `get_logs_eval`, `get_eval_tests_re
 set for a patch that ran and was simply wrong.
 
 The patch is inspected first (`envfarm.tasks.patch_guard`): one that reaches outside the
-repository or is absurdly large is refused; files that change how the tests run (conftest.py,
-sitecustomize.py, pytest configuration, ...) are reverted after it is applied; all of it is
-reported in `patch_report`. The tests run with no user site and with byte code kept outside
-the repository, so a planted `.pyc` or user-site module is never loaded.
+repository or is absurdly large is refused; one whose added lines tamper with the test
+machinery (`envfarm.tasks.tampering`) scores 0 as TAMPERING without a sandbox. After it is
+applied, git lists what really changed on the tree (not what the patch text seems to name), and
+files that change how the tests run (conftest.py, sitecustomize.py, pytest configuration, ...)
+and changed or new test files are put back; all of it is reported in `patch_report`. The tests
+run with no user site and with byte code kept outside the repository, so a planted `.pyc` or
+user-site module is never loaded.
+
+The verdict comes from evidence the tests cannot simply print: the eval script exits with the
+test command's own status (returned by the session's protocol, not read from the log), markers
+the tests print are dropped from the log swebench parses (`harness_log`), and a guard plugin
+loaded first in pytest (`pytest_guard.py`) checks pytest's machinery and records outcomes that
+must agree with the log (`guard_findings`). A run that dies of the patched code is
+TESTS_CRASHED (reward 0), never INFRASTRUCTURE. What this does not stop is in the README.
 """
 
 from __future__ import annotations
@@ -172,11 +182,11 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
     await _neutralise_applied_tree(sandbox, task, report, before)
     nonce = secrets.token_hex(8)
     guard = await _install_guard(sandbox, nonce)
-    script = harness_script(task)
+    script = harness_script(task, guard.env)
     await sandbox.write_file(EVAL_PATH, script, mode=0o755)
     lap("patch")
     progress["tests"] = True
-    res = await sandbox.exec(f"{EVAL_ENV} {guard.env} bash {EVAL_PATH}", timeout=timeout,
+    res = await sandbox.exec(f"{EVAL_ENV} bash {EVAL_PATH}", timeout=timeout,
                              output_limit=8 << 20)
     lap("tests")
     if res.timed_out:
@@ -248,8 +258,10 @@ class _Guard:
     def __init__(self, folder: str, module: str) -> None:
         self.folder, self.module = folder, module
         self.out = f"{folder}/record.json"
-        self.env = (f"PYTHONPATH={folder}${{PYTHONPATH:+:$PYTHONPATH}} "
-                    f"PYTEST_ADDOPTS=\"-p {module} ${{PYTEST_ADDOPTS:-}}\" ENVFARM_GUARD_OUT={folder}/record.json")
+        # appended after the task's own PYTHONPATH (which the eval script may set): the guard's
+        # folder holds nothing else, so it shadows nothing
+        self.env = (f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{folder}" '
+                    f'PYTEST_ADDOPTS="-p {module} ${{PYTEST_ADDOPTS:-}}" ENVFARM_GUARD_OUT={folder}/record.json')
 
 
 async def _install_guard(sandbox: Sandbox, nonce: str) -> _Guard:
@@ -260,14 +272,20 @@ async def _install_guard(sandbox: Sandbox, nonce: str) -> _Guard:
     return guard
 
 
-def harness_script(task: Task) -> str:
-    """swebench's eval script, ending with the test command's own exit status.
+def harness_script(task: Task, setup: str = "") -> str:
+    """swebench's eval script, with `setup` (the guard's environment) just before the start
+    marker, ending with the test command's own exit status.
 
     swebench's rendering records the status after the end marker; here the script also exits
     with it, so that the status reaches the host through the session's own protocol (a random
     marker per command), not through a line the code under test could print as well.
     """
     script = make_test_spec(task.swebench_instance()).eval_script
+    if setup:
+        lines = script.split("\n")
+        at = next((i for i, line in enumerate(lines) if START_TEST_OUTPUT in line), None)
+        if at is not None:
+            script = "\n".join([*lines[:at], setup, *lines[at:]])
     if TEST_EXIT_CODE_VAR in script:
         script = script.rstrip("\n") + f'\nexit "${{{TEST_EXIT_CODE_VAR}:-1}}"\n'
     return script

@@ -74,11 +74,11 @@ _IMPORTABLE_BINARY = (".so", ".pyd", ".dylib", ".dll", ".egg", ".whl", ".zip", "
 
 
 def is_test_path(path: str, test_roots: list[str]) -> bool:
-    """A test file: the task's restored files and their folders, or a test name anywhere."""
+    """A test file: the task's restored files or folders and what lies under them, or a test name
+    anywhere (`test_*.py`, `*_test.py`, `conftest.py`, anything under `tests/`, `test/`, `testing/`)."""
     for root in test_roots:
         root = root.rstrip("/")
-        folder = root.rpartition("/")[0]
-        if path == root or path.startswith(root + "/") or (folder and path.startswith(folder + "/")):
+        if root and (path == root or path.startswith(root + "/")):
             return True
     return bool(_NAME_IS_TEST.search(path))
 

@@ -57,6 +57,15 @@ def test_files_restored_or_removed_before_the_tests_are_not_screened():
     assert screen_tampering(new_file("pkg/helpers.py", code), ["tests/test_pkg.py"])
 
 
+def test_test_paths_are_the_restored_roots_and_test_names_only():
+    from envfarm.tasks.tampering import is_test_path
+
+    assert is_test_path("toolz/tests/test_x.py", ["toolz/tests"]) and is_test_path("tests/new.py", [])
+    assert not is_test_path("toolz/dicttoolz.py", ["toolz/tests", "toolz/sandbox/tests"])
+    assert not is_test_path("inflection/__init__.py", ["test_inflection.py"])
+    assert not is_test_path("src/pkg/core.py", ["src/pkg/test_core.py"])
+
+
 def test_a_misread_file_name_still_has_its_lines_screened():
     patch = ("diff --git a/conf.py b/conf.py\nnew file mode 100644\n--- /dev/null\n+++  b/pkg/x.py\n"
              "@@ -0,0 +1,1 @@\n+import atexit\n")
