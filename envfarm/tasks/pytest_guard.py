@@ -132,7 +132,8 @@ try:
     def pytest_runtest_makereport(item, call):
         outcome = yield
         try:
-            _check(True)
+            if call.when == "call":
+                _check(True)
             _record(outcome.get_result(), call)
         except Exception as exc:  # noqa: BLE001 - never fail the run; say so instead
             _changed.append("guard error: " + repr(exc))

@@ -89,6 +89,17 @@ def test_no_builtin_gold_patch_trips_the_screen():
     assert not {k: v for k, v in flagged.items() if v}
 
 
+def test_no_builtin_gold_patch_loses_a_file_to_the_tree_revert():
+    """What grading puts back on the applied tree (harness files, test files) holds no gold fix."""
+    from envfarm.tasks.diff import files_in_diff
+    from envfarm.tasks.patch_guard import is_harness_file
+    from envfarm.tasks.tampering import is_test_path
+
+    lost = {t.instance_id: f for path in sorted(BUILTIN_DIR.glob("*.jsonl")) for t in load_jsonl(path)
+            for f in files_in_diff(t.patch) if is_harness_file(f) or is_test_path(f, t.restored_files)}
+    assert not lost
+
+
 @pytest.fixture
 def task() -> Task:
     return next(t for t in load_jsonl(BUILTIN_DIR / "fixtures.jsonl") if t.instance_id == "inflection__ordinal-teens")
