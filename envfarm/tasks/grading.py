@@ -181,7 +181,7 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
         return failed(ErrorKind.PATCH_FAILED, "patch did not apply to the base commit", out)
     await _neutralise_applied_tree(sandbox, task, report, before)
     nonce = secrets.token_hex(8)
-    guard = await _install_guard(sandbox, nonce)
+    guard = _make_guard(nonce)
     script = harness_script(task, guard.env)
     await sandbox.write_file(EVAL_PATH, script, mode=0o755)
     lap("patch")
@@ -211,18 +211,22 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
 
 
 # -- the applied tree ------------------------------------------------------------------------
-async def _listing(sandbox: Sandbox, cmd: str) -> list[str]:
-    """NUL-separated names from `cmd`, carried as base64 so that any byte of a name survives."""
-    res = await sandbox.exec(f"cd /testbed && {{ {cmd}; }} | base64 -w0", timeout=120, output_limit=64 << 20)
+async def _listing_raw(sandbox: Sandbox, cmd: str) -> str:
+    res = await sandbox.exec(f"cd /testbed && {{ {cmd}; }}", timeout=120, output_limit=64 << 20)
     if res.exit_code != 0:
         raise SandboxError(f"could not list the repository's files: {res.output[-500:]}")
-    raw = base64.b64decode(res.output.strip() or b"")
+    return res.output.strip()
+
+
+def _names(encoded: str) -> list[str]:
+    """NUL-separated names carried as base64, so that any byte of a name survives the session."""
+    raw = base64.b64decode(encoded.strip() or b"")
     return [n.decode("utf-8", errors="surrogateescape") for n in raw.split(b"\0") if n]
 
 
 async def _untracked(sandbox: Sandbox) -> set[str]:
     # without --exclude-standard: ignored files count too (a patch may add a .gitignore)
-    return set(await _listing(sandbox, "git ls-files --others -z"))
+    return set(_names(await _listing_raw(sandbox, "git ls-files --others -z | base64 -w0")))
 
 
 async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchReport, before: set[str]) -> None:
@@ -235,9 +239,11 @@ async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchRe
     the base commit; test files (the task's restored files, their folders, test names anywhere)
     too, so that no new module beside the tests is there when the eval script restores them.
     """
-    tracked = await _listing(sandbox, "git -c core.quotePath=false diff --name-only -z --no-renames "
-                                      "--no-ext-diff --no-textconv HEAD")
-    new = [p for p in await _listing(sandbox, "git ls-files --others -z") if p not in before]
+    tracked_raw, _, untracked_raw = (await _listing_raw(
+        sandbox, "git diff --name-only -z --no-renames --no-ext-diff --no-textconv HEAD | base64 -w0; echo; "
+                 "git ls-files --others -z | base64 -w0")).partition("\n")
+    tracked = _names(tracked_raw)
+    new = [p for p in _names(untracked_raw) if p not in before]
     changed = list(dict.fromkeys(tracked + new))
     harness = [p for p in changed if is_harness_file(p)]
     tests = [p for p in changed if p not in harness and is_test_path(p, task.restored_files)]
@@ -252,6 +258,7 @@ async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchRe
 
 # -- the test run: the harness's own exit status, markers only where the harness wrote them ------
 GUARD_SOURCE = Path(__file__).with_name("pytest_guard.py")
+_GUARD_EOF = "EOF_ENVFARM_GUARD"
 
 
 class _Guard:
@@ -260,16 +267,18 @@ class _Guard:
         self.out = f"{folder}/record.json"
         # appended after the task's own PYTHONPATH (which the eval script may set): the guard's
         # folder holds nothing else, so it shadows nothing
-        self.env = (f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{folder}" '
+        source = GUARD_SOURCE.read_text()
+        assert _GUARD_EOF not in source
+        self.env = (f"mkdir -p {folder} && cat > {folder}/{module}.py <<'{_GUARD_EOF}'\n{source}{_GUARD_EOF}\n"
+                    f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{folder}" '
                     f'PYTEST_ADDOPTS="-p {module} ${{PYTEST_ADDOPTS:-}}" ENVFARM_GUARD_OUT={folder}/record.json')
 
 
-async def _install_guard(sandbox: Sandbox, nonce: str) -> _Guard:
-    """Write the pytest guard under a name no one can guess before this grade (a module of the
-    same name planted in the repository would be imported in its place otherwise)."""
-    guard = _Guard(f"/tmp/.g{nonce}", f"envfarm_guard_{nonce}")
-    await sandbox.write_file(f"{guard.folder}/{guard.module}.py", GUARD_SOURCE.read_text(), mode=0o444)
-    return guard
+def _make_guard(nonce: str) -> _Guard:
+    """The pytest guard under a name no one can guess before this grade (a module of the same
+    name planted in the repository would be imported in its place otherwise). The eval script
+    writes it (`_Guard.env`), before any of the agent's code runs."""
+    return _Guard(f"/tmp/.g{nonce}", f"envfarm_guard_{nonce}")
 
 
 def harness_script(task: Task, setup: str = "") -> str:
