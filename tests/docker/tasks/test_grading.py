@@ -119,7 +119,7 @@ def test_agent_cannot_read_the_fix_from_git_history(fixture_tasks):
 
 
 def test_fake_passed_lines_printed_by_the_code_do_not_resolve(fixture_tasks):
-    """Code that prints 'PASSED <test>' for every failing test at exit is caught by the exit code."""
+    """Code that prints 'PASSED <test>' for every failing test at exit earns nothing, and says why."""
     task = fixture_tasks[0]
     lines = "\\n".join(f"PASSED {t}" for t in task.FAIL_TO_PASS)
 
@@ -137,7 +137,7 @@ def test_fake_passed_lines_printed_by_the_code_do_not_resolve(fixture_tasks):
     assert "atexit" in patch
     result = _grade(task, patch)
     assert not result.resolved
-    assert result.error_kind is None
+    assert result.error_kind == "tampering" and result.tampering  # reward 0, not masked, recorded
 
 
 def test_grading_says_where_its_time_went(fixture_tasks):

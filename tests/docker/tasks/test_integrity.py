@@ -135,6 +135,9 @@ def test_planted_harness_files_do_not_change_the_verdict(attack_results, attack)
     naive, guarded = attack_results[attack]
     if naive is not None:
         assert naive.resolved, f"the {attack} attack should fool a naive grader (else this test proves nothing)"
+    if guarded.error_kind == "tampering":  # the planted code was caught before it ran: reward 0, recorded
+        assert guarded.tampering and not guarded.resolved and not guarded.error_kind.masked
+        return
     assert guarded.error_kind is None and guarded.tests_ran, (guarded.error, guarded.log_tail[-800:])
     assert not guarded.resolved and guarded.fail_to_pass == 0.0 and guarded.pass_to_pass == 1.0
     report = guarded.patch_report
