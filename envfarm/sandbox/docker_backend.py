@@ -174,6 +174,7 @@ class DockerSandbox:
             raise SandboxError(f"sandbox {self.id} is closed")
         watching = self._disk_limit is not None or self.spec.inodes is not None
         self._inodes_before = None
+        self._disk_tripped = False  # a verdict on the previous command is not one on this
         watchdog = asyncio.get_running_loop().create_task(self._watch_disk()) if watching else None
         try:
             result = await self._session.exec(cmd, timeout, output_limit)

@@ -85,7 +85,7 @@ def test_a_test_framework_may_touch_its_own_internals():
 def test_no_builtin_gold_patch_trips_the_screen():
     flagged = {t.instance_id: screen_tampering(t.patch, t.restored_files)
                for f in sorted(BUILTIN_DIR.glob("*.jsonl")) for t in load_jsonl(f)}
-    assert len(flagged) >= 345
+    assert len(flagged) >= 340  # the whole shipped suite
     assert not {k: v for k, v in flagged.items() if v}
 
 
