@@ -600,9 +600,10 @@ class DockerBackend(SandboxBackend):
 
 
 def list_containers(**label_filters: str) -> list[Any]:
-    """Containers that carry the envfarm label (and the given label values), stopped included."""
+    """Containers that carry the envfarm label (and the given label values), stopped included
+    (those that remove themselves while being listed are left out)."""
     labels = [LABEL] + [f"{k}={v}" for k, v in label_filters.items()]
-    return docker_client().containers.list(all=True, filters={"label": labels})
+    return docker_client().containers.list(all=True, filters={"label": labels}, ignore_removed=True)
 
 
 def _unix(stamp: str | None) -> float | None:

@@ -7,6 +7,7 @@ Owners here are child processes (scripts as a user would write them), with a gra
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -165,3 +166,27 @@ def test_maximum_lifetime_removes_the_sandbox_whatever_happens(inflection_image)
             await sb.close()
 
     asyncio.run(main())
+
+
+def test_an_episode_that_attacks_the_lease_is_scored_not_masked(fixture_tasks, monkeypatch):
+    """Through CodingEnv: the agent kills its shells and writes to PID 1's stdin, then waits past
+    the grace period; the episode goes on and ends as the agent's (reward 0), never masked."""
+    from envfarm.env import CodingEnv
+    from envfarm.policy.base import Completion
+    from envfarm.rollout import run_episode
+
+    monkeypatch.setenv("ENVFARM_SANDBOX_GRACE_S", "1")
+    commands = ["kill -9 $$", "kill -9 -1", "echo bye > /proc/1/fd/0; exec 0<&-; sleep 3", "echo back"]
+
+    class Attack:
+        async def act(self, messages, tools):
+            turn = sum(m["role"] == "assistant" for m in messages)
+            if turn < len(commands):
+                call = {"name": "bash", "arguments": {"command": commands[turn]}}
+                return Completion(text=f"<tool_call>{json.dumps(call)}</tool_call>")
+            return Completion(text='<tool_call>{"name": "submit", "arguments": {}}</tool_call>')
+
+    env = CodingEnv(max_turns=len(commands) + 2, command_timeout_s=10)
+    traj = asyncio.run(run_episode(env, Attack(), fixture_tasks[0]))
+    assert traj.reward == 0.0 and not traj.masked, (traj.error_kind, traj.error)
+    assert traj.end_reason == "submit" and "back" in traj.turns[3].observation
