@@ -1,5 +1,10 @@
 """`python -m envfarm.gc`: remove every container the farm left behind, on this machine or a cluster.
 
+Sandboxes remove themselves when their owner exits or dies (see envfarm.sandbox.owner_lease) and
+at their maximum lifetime; this is for what that cannot catch: a container whose owner died
+between creating and starting it, containers from before that mechanism, an engine that lost
+track of them while restarting. It says how many it found and removed.
+
     python -m envfarm.gc                      # all envfarm containers on this machine
     python -m envfarm.gc --run NAME           # only one run's
     python -m envfarm.gc --address auto       # on every node of a Ray cluster
@@ -29,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         per_node = gc_cluster(args.run, args.older_than, args.images)
         for node, n in per_node.items():
             print(f"{node}: removed {n} container(s) or image(s)")
-        print(f"removed {sum(per_node.values())} container(s) or image(s) on {len(per_node)} node(s)")
+        print(f"found and removed {sum(per_node.values())} container(s) or image(s) left behind on "
+              f"{len(per_node)} node(s)")
     else:
-        print(f"removed {remove_containers(run=args.run, older_than_s=args.older_than)} container(s)")
+        print(f"found and removed {remove_containers(run=args.run, older_than_s=args.older_than)} "
+              "container(s) left behind")
         if args.images:
             print(f"removed {prune_images()} dangling image(s)")
     return 0

@@ -3,7 +3,9 @@
 (a) a trivial command through the persistent session vs one `docker exec` per command, on the
     same container, interleaved so that machine noise hits both alike;
 (b) sandbox create and close, and the machine's CPU they cost;
-(c) grading one fixture task with its gold patch (fresh sandbox, bug commit, patch, tests).
+(c) grading one fixture task with its gold patch (fresh sandbox, bug commit, patch, tests);
+(d) how long a sandbox whose owner is gone takes to remove itself (grace period 1 s here): its
+    owner's lease connection is closed as a dying process's would be, nothing else is done.
 
     python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--json]
 """
@@ -17,10 +19,12 @@ import statistics
 import time
 from pathlib import Path
 
+import docker.errors
 from benchlib import pct, phase_medians, report
 
+from envfarm.sandbox import owner_lease
 from envfarm.sandbox.base import SandboxSpec
-from envfarm.sandbox.docker_backend import DockerSandbox
+from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
 from envfarm.sandbox.images import build_repo, load_projects
 from envfarm.tasks.grading import grade
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
@@ -64,6 +68,19 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         await sb.close()
         closes.append(time.perf_counter() - t)
     lifecycle_cpu = (machine_cpu_s() - cpu_before) / max(1, lifecycles)
+    orphaned = []
+    for _ in range(3):
+        sb = await DockerSandbox.create(SandboxSpec(image=image, orphan_grace_s=1), run="bench")
+        t = time.perf_counter()
+        owner_lease.drop(sb.container.id)  # as the kernel closes a killed owner's connection
+        while True:
+            try:
+                docker_client().api.inspect_container(sb.container.id)
+            except docker.errors.NotFound:
+                break
+            await asyncio.sleep(0.02)
+        orphaned.append(time.perf_counter() - t)
+        await sb.close()
     task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
     grades: list[float] = []
     phases: list[dict[str, float]] = []
@@ -87,6 +104,8 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         # the machine's CPU per create + close (engine, runtime, kernel, this process): what a warm
         # pool moves off the critical path but not off the cores
         "lifecycle_machine_cpu_ms": lifecycle_cpu * ms,
+        # owner gone -> container removed by the engine, with a grace period of 1 s
+        "orphan_removal_p50_s": statistics.median(orphaned),
         "grade_p50_s": statistics.median(grades),
         "grade_p95_s": pct(grades, 0.95),
         # one grade's parts (GradeResult.phases): fresh sandbox, base commit, patch, tests, parse, removal

@@ -89,8 +89,10 @@ class EnvHostImpl:
         if self._pool is None:
             cfg = self.config
             admission = AdmissionControl(cfg.max_starting, cfg.create_rate)
+            env = cfg.env_config
             self._pool = WarmPool(self._make_create(), admission, warm_size=cfg.warm_size,
-                                  spec_for=self._spec_for)
+                                  spec_for=self._spec_for,
+                                  min_life_left_s=env.episode_timeout_s + env.grading_timeout_s + 60)
             from envfarm.farm.metrics import HostMetrics
 
             self._metrics = HostMetrics(cfg.host_id)

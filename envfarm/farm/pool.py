@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -24,12 +25,15 @@ class WarmPool:
 
     def __init__(self, create: SandboxFactory, admission: AdmissionControl, warm_size: int = 0,
                  liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None,
-                 liveness_interval: float = 30.0) -> None:
+                 liveness_interval: float = 30.0, min_life_left_s: float = 0.0) -> None:
+        """`min_life_left_s`: a warm sandbox closer than this to its maximum lifetime (a sandbox's
+        `expires_at`, where it has one) is not handed out: it would remove itself mid-episode."""
         self._create = create
         self.admission = admission
         self.warm_size = warm_size
         self.liveness_timeout = liveness_timeout
         self.liveness_interval = liveness_interval
+        self.min_life_left_s = min_life_left_s
         self._spec_for = spec_for or (lambda image: SandboxSpec(image=image))
         self._ready: dict[str, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
         self._filling: dict[str, int] = collections.defaultdict(int)
@@ -76,9 +80,12 @@ class WarmPool:
         task.add_done_callback(self._closing.discard)
 
     async def _alive(self, sandbox: Sandbox) -> bool:
-        """Dead if its stream closed (a killed container or engine closes it); a command round
-        trip as well when it has not answered one for `liveness_interval` seconds."""
+        """Dead if its stream closed (a killed container or engine closes it), or too near its
+        maximum lifetime; a command round trip as well when it has not answered one for
+        `liveness_interval` seconds."""
         if not sandbox.is_alive():
+            return False
+        if getattr(sandbox, "expires_at", math.inf) - time.monotonic() < self.min_life_left_s:
             return False
         if time.monotonic() - sandbox.last_ok < self.liveness_interval:
             return True

@@ -90,6 +90,13 @@ class SandboxSpec:
     disk_check_s: float = 1.0
     labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    # A sandbox never outlives its owner (the process that created it) for long: it removes
+    # itself this many seconds after its owner is gone, however the owner ended (None: the
+    # backend's default; Docker's is $ENVFARM_SANDBOX_GRACE_S or 10 s).
+    orphan_grace_s: float | None = None
+    # ... and this many seconds after it started whatever happens (None: the backend's default;
+    # Docker's is $ENVFARM_SANDBOX_MAX_LIFETIME_S or 4 h, well above an episode and its grading).
+    max_lifetime_s: float | None = None
 
 
 @runtime_checkable

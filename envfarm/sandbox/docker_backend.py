@@ -1,13 +1,15 @@
 """Docker sandboxes: one locked-down container per sandbox, one persistent shell in it.
 
 Containers run with no network, CPU/memory/pids limits, the agent's commands as SandboxSpec.user
-(PID 1 alone as root, see PID1), no-new-privileges and no capabilities, no host paths and no
+(PID 1 alone as root, see PID1_SCRIPT), no-new-privileges and no capabilities, no host paths and no
 Docker socket. The host's own commands in a sandbox (`host_exec`) never go through the agent's
 shell session. A command that runs into a limit says
 which in `ExecResult.limit` (memory and pids from the container's cgroup counters, disk from a
 watchdog on the writable layer: see SandboxSpec.disk). Labels name the owner and run so that
 orphans can be found and reaped by anyone (`envfarm.gc`) without a registry of our own: the
-engine is the registry.
+engine is the registry. A sandbox never outlives its owner for long: it removes itself a grace
+period after the process that created it is gone, and after a hard maximum lifetime in any case
+(see `envfarm.sandbox.owner_lease` and PID1_SCRIPT).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import docker
 import docker.errors
 import requests
 
+from envfarm.sandbox import owner_lease
 from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
     HOST_PATH,
@@ -71,15 +74,35 @@ COUNTERS = (
 # user can neither signal nor ptrace it. It handles no signal but SIGCHLD (to reap the orphans it
 # adopts), and in a PID namespace the kernel drops every signal its init has no handler for, even
 # from root inside the container: `kill -TERM 1`, `kill -9 1`, `kill -STOP 1` do nothing. It never
-# forks (it blocks reading a pseudo-terminal nobody writes to), so exhausting the pids limit or
-# killing its children cannot make it exit either. Only SIGKILL from outside (the engine, `docker
-# kill`) or the OOM killer ends it; `DockerSandbox.diagnose` tells those apart.
+# forks, so exhausting the pids limit or killing its children cannot make it exit either.
+#
+# It also ends the sandbox when nobody owns it any more (see envfarm.sandbox.owner_lease): it
+# blocks reading its stdin, which the owner holds over an attach connection, and exits (the
+# container is created with auto-remove, so the engine then removes it)
+#   - with EXIT_RELEASED at once on a line `bye` (the owner is done with it),
+#   - with EXIT_ORPHANED $1 seconds (the grace period) after end-of-file (the owner is gone),
+#   - with EXIT_EXPIRED once $2 seconds (the maximum lifetime) have passed since it started,
+# whatever happens. The time is bash's own clock ($SECONDS), not read's status, so no signal
+# or interrupted read can make it exit early. Else only SIGKILL from outside (the engine,
+# `docker kill`) or the OOM killer ends it; `DockerSandbox.diagnose` tells those apart.
+EXIT_RELEASED, EXIT_ORPHANED, EXIT_EXPIRED = 0, 3, 4
 PID1_SCRIPT = (
     "trap '' HUP INT QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM TERM STKFLT TSTP TTIN TTOU URG "
     "XCPU XFSZ VTALRM PROF WINCH IO PWR SYS; exec 3<>/dev/ptmx 2>/dev/null; "
-    "while :; do read -r -u 3 _ || { sleep 86400 & wait $!; }; done"
+    "while :; do r=$(($2 - SECONDS)); ((r > 0)) || exit 4; read -r -t $r -u 0 l; s=$?; "
+    "if ((s == 0)); then [[ $l == bye ]] && exit 0; elif ((s <= 128)); then break; fi; done; "
+    "end=$((SECONDS + $1)); while ((SECONDS < end && SECONDS < $2)); do "
+    "read -r -t $((end - SECONDS)) -u 3 _ || :; done; ((SECONDS < $2)) && exit 3; exit 4"
 )
-PID1 = ["bash", "-c", PID1_SCRIPT]
+
+
+def pid1_command(spec: SandboxSpec) -> list[str]:
+    """PID 1's argv: the script, its grace period and maximum lifetime in whole seconds."""
+    grace = max(1, round(owner_lease.grace_s(spec.orphan_grace_s)))
+    life = max(1, round(owner_lease.max_lifetime_s(spec.max_lifetime_s)))
+    return ["bash", "-c", PID1_SCRIPT, "envfarm-init", str(grace), str(life)]
+
+
 PID1_USER = "0"
 
 # Blocking Docker SDK calls run here, not in asyncio's small default pool, so that thousands of
@@ -118,6 +141,9 @@ class DockerSandbox:
         self.container = container
         self.spec = spec
         self.id: str = container.id[:12]
+        self.created_at = time.time()  # a moment after the engine created it
+        # time.monotonic() past which PID 1 removes the sandbox whatever happens (see PID1_SCRIPT)
+        self.expires_at = time.monotonic() + owner_lease.max_lifetime_s(spec.max_lifetime_s) - 1.0
         self._api = docker_client().api
         self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
         self._closed = False
@@ -150,7 +176,12 @@ class DockerSandbox:
             return
         self._closed = True
         await self._session.close()
-        await _in_thread(remove_container, self.container.id)
+        removed = False
+        try:
+            await _in_thread(remove_container, self.container.id)
+            removed = True
+        finally:  # not removed (the engine is lost): PID 1 is told to exit over its lease
+            owner_lease.drop(self.container.id, release=not removed)
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -271,7 +302,7 @@ class DockerSandbox:
 
         SandboxError (infrastructure): the engine does not answer, the container is gone (removed
         by someone else) or was stopped from outside (`docker kill`, an engine restart: PID 1
-        ignores every signal from inside, see PID1). SandboxBrokenError (the sandbox's own state):
+        ignores every signal from inside, see PID1_SCRIPT). SandboxBrokenError (the sandbox's own state):
         the container was killed for memory, or it runs but cannot run our command (processes or
         memory exhausted, its shell or working directory broken). Whether the agent did it is
         the env's call: it knows when the agent first acted (`SandboxBrokenError.exited_at`).
@@ -281,7 +312,7 @@ class DockerSandbox:
         try:
             info = await _in_thread(self._api.inspect_container, self.container.id)
         except docker.errors.NotFound:
-            return SandboxError(f"sandbox {self.id}: its container was removed from outside ({exc})")
+            return await self._diagnose_removed(exc)
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as engine:
             return SandboxError(f"sandbox {self.id}: the Docker engine does not answer ({engine}) after: {exc}")
         state = info.get("State") or {}
@@ -291,8 +322,30 @@ class DockerSandbox:
         if state.get("OOMKilled"):
             return SandboxBrokenError(f"sandbox {self.id}: its container was killed for memory "
                                       f"(limit {self.spec.memory}): {exc}", exited_at=_unix(state.get("FinishedAt")))
+        if state.get("ExitCode") in (EXIT_ORPHANED, EXIT_EXPIRED):
+            return SandboxError(f"sandbox {self.id}: {_self_exit(state['ExitCode'], self.spec)}: {exc}")
         return SandboxError(f"sandbox {self.id}: its container stopped from outside (status {state.get('Status')}, "
                             f"exit code {state.get('ExitCode')}): {exc}")
+
+    async def _diagnose_removed(self, exc: BaseException) -> SandboxError:
+        """The container is gone. Sandboxes are auto-removed when PID 1 exits, so its state went
+        with it: what happened is read from the engine's recent events of this container (an
+        `oom` and no `kill` from outside before it died is the same evidence as State.OOMKilled).
+        Without them (the engine's event buffer moved on), it was removed from outside."""
+        try:
+            fate = await _in_thread(container_fate, self.container.id, self.created_at)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            fate = {}
+        code = fate.get("exit_code")
+        if code in (EXIT_ORPHANED, EXIT_EXPIRED) and not fate.get("killed"):
+            return SandboxError(f"sandbox {self.id}: {_self_exit(code, self.spec)}: {exc}")
+        if fate.get("oom") and not fate.get("killed") and "exit_code" in fate:
+            return SandboxBrokenError(f"sandbox {self.id}: its container was killed for memory "
+                                      f"(limit {self.spec.memory}): {exc}", exited_at=fate.get("died_at"))
+        if "exit_code" in fate:
+            return SandboxError(f"sandbox {self.id}: its container was stopped from outside and removed "
+                                f"(exit code {code}): {exc}")
+        return SandboxError(f"sandbox {self.id}: its container was removed from outside ({exc})")
 
     async def _cgroup_limit_hit(self) -> str | None:
         """Which cgroup limit (memory, pids) fired since the last look, from the kernel's counters."""
@@ -442,8 +495,11 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
     """Create (never pull: registries are the farm's business) and start one container."""
     client = docker_client()
     try:
+        # stdin open and closed when its first attached client goes (detach=False with
+        # stdin_open sets StdinOnce): the owner's lease, see envfarm.sandbox.owner_lease
         container = client.containers.create(
-            spec.image, PID1, detach=True, labels=labels, user=PID1_USER,
+            spec.image, pid1_command(spec), detach=False, stdin_open=True, auto_remove=True,
+            labels=labels, user=PID1_USER,
             working_dir=spec.workdir, environment=spec.env or None,
             network_mode="bridge" if spec.network else "none",
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
@@ -458,12 +514,51 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
         ) from exc
     except docker.errors.APIError as exc:
         raise SandboxError(f"cannot create a container from {spec.image!r}: {exc}") from exc
-    try:
+    try:  # the lease before the start: a started container always has its owner attached
+        lease = client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
+        owner_lease.hold(container.id, lease, remove_container)
         container.start()
-    except docker.errors.APIError as exc:
+    except (docker.errors.APIError, requests.exceptions.RequestException, OSError) as exc:
         remove_container(container.id)
+        owner_lease.drop(container.id)
         raise SandboxError(f"cannot start a container from {spec.image!r}: {exc}") from exc
     return container
+
+
+def container_fate(container_id: str, since: float, wait_s: float = 2.0) -> dict[str, Any]:
+    """How a container ended, from the engine's recent events: `exit_code` and `died_at` (its
+    `die` event), `oom` (an `oom` event), `killed` (a `kill` through the API: from outside).
+    Empty when the engine no longer has its events. Waits up to `wait_s` for the `die` event,
+    which can come a moment after the container's streams closed."""
+    api = docker_client().api
+    deadline = time.monotonic() + wait_s
+    while True:
+        fate: dict[str, Any] = {}
+        seen = False
+        for event in api.events(since=max(0.0, since - 5), until=time.time() + 0.01,
+                                filters={"container": container_id}, decode=True):
+            seen = True
+            status = event.get("status") or event.get("Action")
+            if status == "oom":
+                fate["oom"] = True
+            elif status == "kill":
+                fate["killed"] = True
+            elif status == "die":
+                code = (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+                fate["exit_code"] = int(code) if code is not None and code.lstrip("-").isdigit() else None
+                fate["died_at"] = event.get("timeNano", 0) / 1e9 or None
+            elif status == "destroy":
+                fate["destroyed"] = True
+        if "exit_code" in fate or fate.get("destroyed") or not seen or time.monotonic() > deadline:
+            return fate
+        time.sleep(0.1)
+
+
+def _self_exit(code: int, spec: SandboxSpec) -> str:
+    if code == EXIT_EXPIRED:
+        return (f"its container removed itself: it reached its maximum lifetime of "
+                f"{owner_lease.max_lifetime_s(spec.max_lifetime_s):.0f} s (SandboxSpec.max_lifetime_s)")
+    return "its container removed itself: its owner's lease on it was lost (see envfarm.sandbox.owner_lease)"
 
 
 def remove_container(container_id: str, patience_s: float = 30.0) -> None:
@@ -537,9 +632,10 @@ class DockerBackend(SandboxBackend):
 
 
 def list_containers(**label_filters: str) -> list[Any]:
-    """Containers that carry the envfarm label (and the given label values), stopped included."""
+    """Containers that carry the envfarm label (and the given label values), stopped included
+    (those that remove themselves while being listed are left out)."""
     labels = [LABEL] + [f"{k}={v}" for k, v in label_filters.items()]
-    return docker_client().containers.list(all=True, filters={"label": labels})
+    return docker_client().containers.list(all=True, filters={"label": labels}, ignore_removed=True)
 
 
 def _unix(stamp: str | None) -> float | None:
