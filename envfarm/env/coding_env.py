@@ -34,6 +34,7 @@ API runs the same coroutines on a private loop thread. Use one or the other for 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -60,6 +61,8 @@ from envfarm.tasks.setup import prepare_repository
 Grader = Callable[..., Awaitable[GradeResult]]  # grade(task, patch, sandbox_factory, timeout=...)
 
 MAX_TEXT = 1 << 24
+
+log = logging.getLogger(__name__)
 
 
 class TextSpace(spaces.Text):
@@ -269,6 +272,12 @@ class CodingEnv(gymnasium.Env):
             return await self.grader(task, patch, self.sandbox_factory, timeout=self.config.grading_timeout_s)
         except SandboxError as exc:  # ImageMissingError included: the grader could not start
             return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.INFRASTRUCTURE, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - grading choked on what the agent's patch made
+            # Anything else comes from the patch's own doing (a tree git cannot list, output the
+            # parser cannot read): the agent's outcome, never a masked infrastructure fault.
+            log.exception("grading %s failed on the agent's patch", task.instance_id)
+            return GradeResult(instance_id=task.instance_id, error_kind=ErrorKind.TESTS_CRASHED,
+                               error=f"grading failed on this patch: {type(exc).__name__}: {exc}"[:2000])
 
     def _blame(self, exc: SandboxError) -> ErrorKind:
         """SANDBOX_BROKEN when the sandbox broke from within after the agent's first command (a

@@ -15,6 +15,7 @@ from envfarm.env.editor import Editor, SandboxFileIO
 from envfarm.env.observation import truncate_middle
 from envfarm.env.parsing import ToolCall
 from envfarm.env.schemas import TOOL_NAMES, required_arguments
+from envfarm.errors import SandboxError
 from envfarm.sandbox.base import Sandbox
 
 
@@ -54,7 +55,12 @@ class ToolRunner:
         elif call.name == "bash":
             await self._bash(call.arguments["command"], result, timeout or self.command_timeout_s)
         elif call.name == "str_replace_editor":
-            result.output = await self.editor.run(call.arguments)
+            try:
+                result.output = await self.editor.run(call.arguments)
+            except SandboxError:
+                raise  # the sandbox itself: CodingEnv attributes it
+            except Exception as exc:  # noqa: BLE001 - what the agent did to its own sandbox broke the editor
+                result.output = f"Error: the editor could not complete this command ({type(exc).__name__}: {exc})"
             result.error = result.output.startswith("Error:")
         elif call.name == "submit":
             result.output = "Submitted."

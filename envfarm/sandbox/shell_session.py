@@ -216,6 +216,8 @@ class ShellSession:
                     rest = bytes(buf.tail[nl + 1:])
                     del buf.tail[idx:]
                     self._pending += rest
+                    if not code.isdigit():  # the shell prints digits: a command forged this line
+                        raise SandboxError("the session's end-of-command line was garbled by the command")
                     return int(code), _decode(cwd)
             if not await self._fill():
                 return None

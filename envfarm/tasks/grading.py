@@ -29,6 +29,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -61,6 +62,7 @@ from envfarm.tasks.patch_guard import (
     inspect_patch,
     is_harness_file,
     revert_command,
+    shadows_stdlib,
 )
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
@@ -179,7 +181,11 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
     if not applied:
         lap("patch")
         return failed(ErrorKind.PATCH_FAILED, "patch did not apply to the base commit", out)
-    await _neutralise_applied_tree(sandbox, task, report, before)
+    try:
+        await _neutralise_applied_tree(sandbox, task, report, before)
+    except TreeListingError as exc:  # only what the patch put in the tree can garble it
+        lap("patch")
+        return failed(ErrorKind.TAMPERING, str(exc), tampering=[str(exc)])
     nonce = secrets.token_hex(8)
     guard = _make_guard(nonce)
     script = harness_script(task, guard.env)
@@ -211,16 +217,39 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
 
 
 # -- the applied tree ------------------------------------------------------------------------
+# Attributes that override any the patch brought (.git/info/attributes outranks .gitattributes):
+# an encoding or filter the tree names must not make git's listing fail or print errors into it.
+_NEUTRAL_ATTRIBUTES = "* -working-tree-encoding -filter -ident -text -eol -diff"
+
+
+class TreeListingError(ValueError):
+    """git's listing of the patched tree could not be read: the patch's doing."""
+
+
+def import_roots(task: Task) -> list[str]:
+    """Folders the tests import from: the repository's root, `src`, and the eval script's PYTHONPATH."""
+    roots = ["", "src"]
+    for value in re.findall(r"PYTHONPATH=([^\s;&|]+)", task.eval_script or ""):
+        roots += [p.removeprefix("/testbed").strip("/") for p in value.strip("'\"").split(":")
+                  if p and not p.startswith("$") and (p.startswith("/testbed") or not p.startswith("/"))]
+    return list(dict.fromkeys(roots))
+
+
 async def _listing_raw(sandbox: Sandbox, cmd: str) -> str:
-    res = await sandbox.exec(f"cd /testbed && {{ {cmd}; }}", timeout=120, output_limit=64 << 20)
+    neutral = f"mkdir -p .git/info && printf '%s\\n' '{_NEUTRAL_ATTRIBUTES}' > .git/info/attributes"
+    res = await sandbox.exec(f"cd /testbed && {neutral} && {{ {cmd}; }} 2>/dev/null", timeout=120,
+                             output_limit=64 << 20)
     if res.exit_code != 0:
         raise SandboxError(f"could not list the repository's files: {res.output[-500:]}")
-    return res.output.strip()
+    return res.output  # not stripped: an empty first listing is an empty first line
 
 
 def _names(encoded: str) -> list[str]:
     """NUL-separated names carried as base64, so that any byte of a name survives the session."""
-    raw = base64.b64decode(encoded.strip() or b"")
+    try:
+        raw = base64.b64decode(encoded.strip() or b"", validate=True)
+    except ValueError as exc:  # binascii.Error: something in the tree garbled git's listing
+        raise TreeListingError(f"git's listing of the patched tree is garbled ({exc})") from None
     return [n.decode("utf-8", errors="surrogateescape") for n in raw.split(b"\0") if n]
 
 
@@ -245,7 +274,8 @@ async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchRe
     tracked = _names(tracked_raw)
     new = [p for p in _names(untracked_raw) if p not in before]
     changed = list(dict.fromkeys(tracked + new))
-    harness = [p for p in changed if is_harness_file(p)]
+    roots = import_roots(task)
+    harness = [p for p in changed if is_harness_file(p) or (p in new and shadows_stdlib(p, roots))]
     tests = [p for p in changed if p not in harness and is_test_path(p, task.restored_files)]
     report.reverted = list(dict.fromkeys(report.reverted + harness))
     report.test_files = list(dict.fromkeys(report.test_files + tests))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -29,7 +30,8 @@ from envfarm.tasks.diff import named_paths, parse_diff
 MAX_PATCH_BYTES = 20 << 20  # a patch this large is not a fix; git apply on it costs minutes
 
 HARNESS_NAMES = {"conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.ini", ".pytest.ini",
-                 "pytest.toml", ".pytest.toml", "tox.ini", "setup.cfg", "pyproject.toml", "noxfile.py"}
+                 "pytest.toml", ".pytest.toml", "tox.ini", "setup.cfg", "pyproject.toml", "noxfile.py",
+                 ".gitattributes"}  # attributes change how git lists and reads the tree the grader inspects
 SHADOW_TOP = {"pytest", "_pytest", "pluggy", "py", "iniconfig", "site", "sitecustomize", "usercustomize",
               "unittest", "doctest", "runpy", "encodings", "importlib", "xdist", "coverage"}
 
@@ -66,6 +68,23 @@ def is_harness_file(path: str) -> bool:
         return True
     top = parts[0].removesuffix(".py")
     return top in SHADOW_TOP
+
+
+def shadows_stdlib(path: str, import_roots: list[str]) -> bool:
+    """Is `path` a module or package named like the standard library's, right under a folder the
+    tests import from (the repository's root, `src`, the eval script's PYTHONPATH)? Such a file
+    is imported in the standard library's place, by pytest itself, before any guard can look
+    (`xml/__init__.py` is imported by pytest's junitxml plugin at start-up)."""
+    for root in import_roots:
+        root = root.strip("/")
+        rel = path if not root or root == "." else path[len(root) + 1:] if path.startswith(root + "/") else None
+        if not rel:
+            continue
+        top = rel.split("/")[0]
+        name = top.split(".")[0] if "/" not in rel else top
+        if name in sys.stdlib_module_names and (top.endswith((".py", ".pyc", ".so", ".pth")) or "/" in rel):
+            return True
+    return False
 
 
 def _under(path: str, roots: list[str]) -> bool:
