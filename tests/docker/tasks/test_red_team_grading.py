@@ -17,6 +17,7 @@ import difflib
 import json
 
 import pytest
+from test_integrity import FORCE_PASS as FORCE_PASS_CONFTEST  # a conftest that makes every test pass
 
 from envfarm.env import CodingEnv
 from envfarm.errors import ErrorKind
@@ -103,16 +104,6 @@ FORCE_PASS_PLUGIN = '''def _wrap(item, call):
 
 _wrap.pytest_impl = {"hook" + "wrapper": True}
 vars()["py" + "test_runtest_makereport"] = _wrap
-'''
-FORCE_PASS_CONFTEST = '''import pytest
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call":
-        report.outcome = "passed"
 '''
 
 
