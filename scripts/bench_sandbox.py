@@ -22,12 +22,14 @@ from pathlib import Path
 import docker.errors
 from benchlib import pct, phase_medians, report
 
+from envfarm.env.patch import extract_patch
 from envfarm.sandbox import owner_lease
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
 from envfarm.sandbox.images import build_repo, load_projects
 from envfarm.tasks.grading import grade
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
+from envfarm.tasks.setup import prepare_repository
 
 
 async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
@@ -82,6 +84,18 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         orphaned.append(time.perf_counter() - t)
         await sb.close()
     task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
+    diffs = []  # the host's diff at submit (its own docker exec, outside the agent's session)
+    sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="bench")
+    try:
+        await prepare_repository(sb, task)
+        await sb.exec("echo '# changed' >> /testbed/inflection/__init__.py")
+        for _ in range(10):
+            t = time.perf_counter()
+            patch = await extract_patch(sb, task.base_commit)
+            diffs.append(time.perf_counter() - t)
+            assert "# changed" in patch, patch[:300]
+    finally:
+        await sb.close()
     grades: list[float] = []
     phases: list[dict[str, float]] = []
     for _ in range(gradings):
@@ -106,6 +120,7 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         "lifecycle_machine_cpu_ms": lifecycle_cpu * ms,
         # owner gone -> container removed by the engine, with a grace period of 1 s
         "orphan_removal_p50_s": statistics.median(orphaned),
+        "submit_diff_p50_ms": statistics.median(diffs) * ms,
         "grade_p50_s": statistics.median(grades),
         "grade_p95_s": pct(grades, 0.95),
         # one grade's parts (GradeResult.phases): fresh sandbox, base commit, patch, tests, parse, removal

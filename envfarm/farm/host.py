@@ -78,9 +78,6 @@ class EnvHostImpl:
         self._reaped_at_start = self._reap_predecessor()
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _labels(self) -> dict[str, str]:
-        return {"owner": self.config.host_id, "run": self.config.run}
-
     def _reap_predecessor(self) -> int:
         """Remove containers a previous incarnation of this host left (its episodes are retried)."""
         return self.backend.reap(owner=self.config.host_id)

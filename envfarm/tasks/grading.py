@@ -62,7 +62,7 @@ from envfarm.tasks.patch_guard import (
     inspect_patch,
     is_harness_file,
     revert_command,
-    shadows_stdlib,
+    shadows_runtime,
 )
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
@@ -275,7 +275,7 @@ async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchRe
     new = [p for p in _names(untracked_raw) if p not in before]
     changed = list(dict.fromkeys(tracked + new))
     roots = import_roots(task)
-    harness = [p for p in changed if is_harness_file(p) or (p in new and shadows_stdlib(p, roots))]
+    harness = [p for p in changed if is_harness_file(p) or (p in new and shadows_runtime(p, roots))]
     tests = [p for p in changed if p not in harness and is_test_path(p, task.restored_files)]
     report.reverted = list(dict.fromkeys(report.reverted + harness))
     report.test_files = list(dict.fromkeys(report.test_files + tests))

@@ -70,11 +70,11 @@ def is_harness_file(path: str) -> bool:
     return top in SHADOW_TOP
 
 
-def shadows_stdlib(path: str, import_roots: list[str]) -> bool:
-    """Is `path` a module or package named like the standard library's, right under a folder the
-    tests import from (the repository's root, `src`, the eval script's PYTHONPATH)? Such a file
-    is imported in the standard library's place, by pytest itself, before any guard can look
-    (`xml/__init__.py` is imported by pytest's junitxml plugin at start-up)."""
+def shadows_runtime(path: str, import_roots: list[str]) -> bool:
+    """Is `path` a module or package named like the standard library's or the test runner's
+    (SHADOW_TOP), right under a folder the tests import from (the repository's root, `src`, the
+    eval script's PYTHONPATH)? Such a file is imported in the real one's place, by pytest itself,
+    before any guard can look (`xml/__init__.py` is imported by pytest's junitxml plugin)."""
     for root in import_roots:
         root = root.strip("/")
         rel = path if not root or root == "." else path[len(root) + 1:] if path.startswith(root + "/") else None
@@ -82,7 +82,8 @@ def shadows_stdlib(path: str, import_roots: list[str]) -> bool:
             continue
         top = rel.split("/")[0]
         name = top.split(".")[0] if "/" not in rel else top
-        if name in sys.stdlib_module_names and (top.endswith((".py", ".pyc", ".so", ".pth")) or "/" in rel):
+        shadowed = name in sys.stdlib_module_names or name in SHADOW_TOP
+        if shadowed and (top.endswith((".py", ".pyc", ".so", ".pth")) or "/" in rel):
             return True
     return False
 

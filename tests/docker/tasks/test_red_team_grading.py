@@ -191,6 +191,8 @@ def attacks(task, source: str) -> dict[str, str]:
         # found by an independent attacker
         "stdlib_shadow_xml": new_file("xml/__init__.py", XML_SHADOW),
         "stdlib_shadow_under_src": new_file("src/xml/__init__.py", XML_SHADOW),
+        # the same for the runner's own packages, where `src` is on the tests' PYTHONPATH
+        "runner_shadow_under_src": new_file("src/pluggy/__init__.py", XML_SHADOW),
         "gitattributes_garble_listing": new_file(".gitattributes", "README.rst working-tree-encoding=QQQQQQ\n")
         + new_file("conftest.py", CONFTEST_RUNTEST),
         "gitattributes_break_listing": new_file(".gitattributes", "* working-tree-encoding=ABC\n")
@@ -292,7 +294,8 @@ def test_tampering_through_the_gym_api_scores_zero_with_its_reason(teens):
     assert info["error_kind"] == ErrorKind.TAMPERING and info["grade"].tampering, info["grade"]
 
 
-@pytest.mark.parametrize("attack", ["stdlib_shadow_xml", "stdlib_shadow_under_src", "gitattributes_garble_listing",
+@pytest.mark.parametrize("attack", ["stdlib_shadow_xml", "stdlib_shadow_under_src", "runner_shadow_under_src",
+                                    "gitattributes_garble_listing",
                                     "gitattributes_break_listing"])
 def test_what_an_independent_attacker_found_earns_nothing(results, attack):
     result = results[attack]

@@ -143,3 +143,14 @@ def test_crash_attribution():
     assert _crash(ExecResult("", 143, note="the shell exited; a new shell session was started"), True)
     assert _crash(ExecResult("", 1), True) == "" and _crash(ExecResult("", 0), True) == ""
     assert _crash(ExecResult("", 137), False) == ""
+
+
+def test_new_modules_that_shadow_the_runtime_where_tests_import_from():
+    from envfarm.tasks.patch_guard import shadows_runtime
+
+    roots = ["", "src"]
+    for path in ("xml/__init__.py", "src/xml/__init__.py", "src/pluggy/__init__.py", "_pytest/python.py",
+                 "src/pytest.py"):
+        assert shadows_runtime(path, roots), path
+    for path in ("mypkg/types.py", "parse.py", "tests/xml/x.py", "src/mypkg/__init__.py"):
+        assert not shadows_runtime(path, roots), path
