@@ -128,6 +128,20 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def hijacked_stream(sock: Any) -> tuple[socket.socket, bytes]:
+    """The raw socket of a hijacked `exec_start(socket=True)`, non-blocking, and the bytes the
+    HTTP client had already read past the response's headers. The engine may send the
+    command's first frames in the same read as the headers (a loaded machine, a command that
+    prints at once); the SDK's socket object skips its reader's buffer, so without these bytes
+    the stream starts mid-way."""
+    raw = getattr(sock, "_sock", sock)
+    raw.setblocking(False)
+    response = getattr(sock, "_response", None)
+    reader = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
+    early = reader.read1(1 << 20) if reader is not None else b""
+    return raw, early or b""
+
+
 async def _in_thread(fn, *args, **kwargs):
     return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(fn, *args, **kwargs))
 
@@ -247,27 +261,21 @@ class DockerSandbox:
         full = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in clean.items()), *argv]
         started = time.perf_counter()
 
-        def start() -> tuple[str, socket.socket]:
+        def start() -> tuple[str, socket.socket, bytes]:
             exec_id = self._api.exec_create(self.container.id, full, stdin=False, stdout=True, stderr=True,
                                             user=self.spec.user, workdir="/")["Id"]
-            sock = self._api.exec_start(exec_id, socket=True)
-            return exec_id, getattr(sock, "_sock", sock)
+            return exec_id, *hijacked_stream(self._api.exec_start(exec_id, socket=True))
 
         out, err = bytearray(), bytearray()
         truncated = timed_out = False
         try:
-            exec_id, raw = await _in_thread(start)
-            raw.setblocking(False)
+            exec_id, raw, early = await _in_thread(start)
             reader, writer = await asyncio.open_unix_connection(sock=raw, limit=1 << 20) \
                 if raw.family == socket.AF_UNIX else await asyncio.open_connection(sock=raw, limit=1 << 20)
 
             async def pump() -> bool:
-                buf = bytearray()
+                buf = bytearray(early)
                 while True:
-                    data = await reader.read(1 << 16)
-                    if not data:
-                        return False
-                    buf += data
                     while len(buf) >= 8:
                         kind, size = STREAM_HEADER.unpack_from(buf)
                         if len(buf) < 8 + size:
@@ -278,6 +286,10 @@ class DockerSandbox:
                         del buf[:8 + size]
                         if kind == 1 and size > room:
                             return True
+                    data = await reader.read(1 << 16)
+                    if not data:
+                        return False
+                    buf += data
 
             try:
                 truncated = await asyncio.wait_for(pump(), timeout)
