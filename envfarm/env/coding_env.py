@@ -52,9 +52,10 @@ from envfarm.env.schemas import TOOL_NAMES, tool_schemas
 from envfarm.env.tools import ToolResult, ToolRunner
 from envfarm.errors import EndReason, ErrorKind, SandboxBrokenError, SandboxError
 from envfarm.sandbox.backends import default_sandbox_factory
-from envfarm.sandbox.base import Sandbox, SandboxFactory, SandboxSpec
+from envfarm.sandbox.base import Sandbox, SandboxFactory
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.grading import grade
+from envfarm.tasks.sandbox_specs import agent_spec
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
 
@@ -114,7 +115,7 @@ class CodingEnv(gymnasium.Env):
         await self._release()
         task = self._pick_task((options or {}).get("task"))
         started = time.perf_counter()
-        spec = SandboxSpec(image=task.image, workdir=self.config.workdir, env=dict(self.config.sandbox_env))
+        spec = agent_spec(task, workdir=self.config.workdir, env=dict(self.config.sandbox_env))
         sandbox = await self.sandbox_factory(spec, task.instance_id)
         self._sandbox, self._sandbox_loop = sandbox, asyncio.get_running_loop()
         try:

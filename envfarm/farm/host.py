@@ -16,7 +16,7 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envfarm.env.config import EnvConfig
 from envfarm.errors import EndReason, ErrorKind, ImageMissingError, SandboxError
@@ -26,6 +26,9 @@ from envfarm.farm.pool import WarmPool
 from envfarm.rollout.trajectory import Trajectory
 from envfarm.sandbox.backends import BackendConfig, backend_config, make_backend
 from envfarm.sandbox.base import SandboxBackend, SandboxFactory, SandboxSpec
+
+if TYPE_CHECKING:
+    from envfarm.tasks.schema import Task
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class EnvHostImpl:
             admission = AdmissionControl(cfg.max_starting, cfg.create_rate)
             env = cfg.env_config
             self._pool = WarmPool(self._make_create(), admission, warm_size=cfg.warm_size,
-                                  spec_for=self._spec_for,
+                                  spec_for=self._spec_for, user_of=self.backend.image_user,
                                   min_life_left_s=env.episode_timeout_s + env.grading_timeout_s + 60)
             from envfarm.farm.metrics import HostMetrics
 
@@ -128,10 +131,23 @@ class EnvHostImpl:
             self.images_ready.add(image)
             return {"image": image, "how": how}
 
+    async def task_image(self, task: Task) -> Task:
+        """`task` on an image this node can start its sandboxes from: present (ensure_image) and,
+        for an image envfarm did not build, adapted once per node (SandboxBackend.adapt_image)."""
+        from envfarm.tasks.sandbox_specs import sandbox_image_inputs
+
+        await self.ensure_image(task.image)
+        base_commit, activation = sandbox_image_inputs(task)
+        image = await asyncio.to_thread(self.backend.adapt_image, task.image, base_commit, activation)
+        return task if image == task.image else task.model_copy(update={"image": image})
+
     async def prewarm(self, images: list[str]) -> None:
+        """Warm sandboxes of `images`; an image that must first be adapted to a task's commit
+        (not built by envfarm) is warmed once its first episode adapted it."""
         pool = self._ensure_started()
         for image in images:
-            pool.prewarm(image)
+            if not await asyncio.to_thread(self.backend.needs_adapting, image):
+                pool.prewarm(image)
 
     # -- episodes -------------------------------------------------------------------------------
     async def run_episode(self, task_row: dict[str, Any] | str, slot: EpisodeSlot) -> Trajectory:
@@ -161,7 +177,7 @@ class EnvHostImpl:
         try:
             record = await run_farm_episode(
                 task, slot=slot, pool=pool, policy=self._policy_for(), grader=self._grader_for(),
-                env_config=self.config.env_config, ensure_image=self.ensure_image, on_running=self._count_running,
+                env_config=self.config.env_config, task_image=self.task_image, on_running=self._count_running,
             )
         except ImageMissingError as exc:
             record = failure(ErrorKind.IMAGE_MISSING, str(exc))

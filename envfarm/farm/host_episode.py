@@ -32,14 +32,14 @@ class EpisodeSlot(BaseModel):
 
 async def run_farm_episode(task: Task, *, slot: EpisodeSlot,
                            pool: WarmPool, policy: Policy, grader: Callable[..., Awaitable[Any]],
-                           env_config: EnvConfig, ensure_image: Callable[[str], Awaitable[Any]],
+                           env_config: EnvConfig, task_image: Callable[[Task], Awaitable[Task]],
                            on_running: Callable[[int], None] = lambda delta: None) -> Trajectory:
     """Run one episode; the agent's and the grader's sandboxes both come from the warm pool.
 
     `on_running(+1)` is called once the agent has its sandbox, `on_running(-1)` when the episode
     ends: the host counts environments that are really running, not episodes waiting for one.
     """
-    await ensure_image(task.image)
+    task = await task_image(task)  # present on this node, adapted where envfarm did not build it
     from_pool = pool_factory(pool)
     running = False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import math
 import time
@@ -25,9 +26,12 @@ class WarmPool:
 
     def __init__(self, create: SandboxFactory, admission: AdmissionControl, warm_size: int = 0,
                  liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None,
-                 liveness_interval: float = 30.0, min_life_left_s: float = 0.0) -> None:
+                 liveness_interval: float = 30.0, min_life_left_s: float = 0.0,
+                 user_of: Callable[[str], str] | None = None) -> None:
         """`min_life_left_s`: a warm sandbox closer than this to its maximum lifetime (a sandbox's
-        `expires_at`, where it has one) is not handed out: it would remove itself mid-episode."""
+        `expires_at`, where it has one) is not handed out: it would remove itself mid-episode.
+        `user_of(image)`: the image's own user (SandboxBackend.image_user), for specs that ask
+        for it (`user=None`, grading): the same user as the pool's is served from the pool."""
         self._create = create
         self.admission = admission
         self.warm_size = warm_size
@@ -35,6 +39,7 @@ class WarmPool:
         self.liveness_interval = liveness_interval
         self.min_life_left_s = min_life_left_s
         self._spec_for = spec_for or (lambda image: SandboxSpec(image=image))
+        self._user_of = user_of or (lambda image: "agent")
         self._ready: dict[str, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
         self._filling: dict[str, int] = collections.defaultdict(int)
         self._tasks: set[asyncio.Task] = set()
@@ -49,9 +54,19 @@ class WarmPool:
         self._closed = False
 
     # -- hand-out ------------------------------------------------------------------------------
-    async def acquire(self, image: str, task_id: str = "") -> Sandbox:
-        """A live sandbox of `image`: a warm one when there is one, else created now."""
+    async def acquire(self, image: str, task_id: str = "", user: str | None = "agent") -> Sandbox:
+        """A live sandbox of `image` whose commands run as `user` (None: the image's own user): a
+        warm one when there is one, else created now. Warm sandboxes are the pool spec's user;
+        another user's sandbox is created now (grading as root in a public image)."""
         started = time.perf_counter()
+        spec = self._spec_for(image)
+        wanted = user if user is not None else await asyncio.to_thread(self._user_of, image)
+        if wanted != spec.user:
+            async with self.admission.admit():
+                sandbox = await self._create(dataclasses.replace(spec, user=wanted), task_id)
+            self.created += 1
+            self.cold_creates += 1
+            return self._handed_out(sandbox, started)
         ready = self._ready[image]
         while ready:
             sandbox = ready.popleft()

@@ -49,6 +49,6 @@ def pool_factory(pool: WarmPool) -> SandboxFactory:
     """A SandboxFactory (spec, task_id) -> Sandbox drawing from `pool`."""
 
     async def factory(spec: SandboxSpec, task_id: str) -> Sandbox:
-        return PooledSandbox(await pool.acquire(spec.image, task_id), pool)
+        return PooledSandbox(await pool.acquire(spec.image, task_id, spec.user), pool)
 
     return factory

@@ -59,6 +59,10 @@ class HostResult:
     seconds: float = 0.0
 
 
+# In an image adapted by envfarm (envfarm.sandbox.foreign_images): the shell lines that activate
+# the test environment, sourced by every shell session.
+ACTIVATE_PATH = "/opt/envfarm/activate"
+
 # Directories searched for programs by host commands, whatever PATH the agent exported.
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -77,8 +81,15 @@ class SandboxSpec:
     cpus: float = 1.0
     memory: str = "2g"
     pids: int = 512
-    user: str = "agent"
+    # Who runs the commands: "agent" in an agent's sandbox; None: the image's own user (as
+    # swebench's harness runs the eval script: envfarm's images say `agent`, public ones root).
+    user: str | None = "agent"
     workdir: str = "/testbed"
+    # For an image envfarm did not build (see envfarm.sandbox.foreign_images): the commit the
+    # repository starts at (nothing after it stays reachable; "" for HEAD) and the shell lines
+    # that activate its test environment in every shell session.
+    base_commit: str = ""
+    activation: str = ""
     network: bool = False
     # Cap on the container's writable layer. overlay2 on ext4 has no per-container quota
     # (--storage-opt size needs xfs with pquota), so the backend measures the layer while commands
@@ -185,6 +196,20 @@ class SandboxBackend(ABC):
     def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
         """Make `image` usable here; returns how (present, pulled, built, loaded) or raises
         ImageMissingError. Blocking: call it from a thread on an event loop."""
+
+    def adapt_image(self, image: str, base_commit: str = "", activation: str = "") -> str:
+        """The image to start a task's sandboxes from: `image` itself, or where the backend must
+        first adapt an image it did not build, the adapted one (see SandboxSpec.base_commit).
+        Blocking: call it from a thread on an event loop."""
+        return image
+
+    def needs_adapting(self, image: str) -> bool:
+        """Whether `adapt_image` would make a new image of `image` (one envfarm did not build)."""
+        return False
+
+    def image_user(self, image: str) -> str:
+        """Who runs a sandbox's commands when its spec says `user=None`: the image's own user."""
+        return "agent"
 
     def factory(self, *, owner: str | None = None, run: str = "adhoc") -> SandboxFactory:
         """A SandboxFactory that creates this backend's sandboxes under `owner` and `run`."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import os
 import socket
@@ -175,6 +176,11 @@ class DockerSandbox:
                      task: str = "") -> DockerSandbox:
         labels = {LABEL: "1", LABEL_OWNER: owner or default_owner(), LABEL_RUN: run,
                   LABEL_TASK: task, LABEL_CREATED: f"{time.time():.0f}", **spec.labels}
+        from envfarm.sandbox.foreign_images import adapt_image
+
+        image = await _in_thread(adapt_image, spec.image, spec.base_commit, spec.activation)
+        if image != spec.image:
+            spec = dataclasses.replace(spec, image=image)
         container = await _in_thread(_start_container, spec, labels)
         sandbox = cls(container, spec)
         try:
@@ -263,7 +269,7 @@ class DockerSandbox:
 
         def start() -> tuple[str, socket.socket, bytes]:
             exec_id = self._api.exec_create(self.container.id, full, stdin=False, stdout=True, stderr=True,
-                                            user=self.spec.user, workdir="/")["Id"]
+                                            user=self.spec.user or "", workdir="/")["Id"]
             return exec_id, *hijacked_stream(self._api.exec_start(exec_id, socket=True))
 
         out, err = bytearray(), bytearray()
@@ -476,7 +482,7 @@ class DockerSandbox:
         """One plain `docker exec` per command: the slow path, kept for comparison."""
         started = time.perf_counter()
         res = await _in_thread(self.container.exec_run, ["bash", "-c", cmd],
-                               user=self.spec.user, workdir=self.spec.workdir)
+                               user=self.spec.user or "", workdir=self.spec.workdir)
         return ExecResult(output=res.output.decode(errors="replace"), exit_code=res.exit_code,
                           seconds=time.perf_counter() - started)
 
@@ -485,7 +491,7 @@ class DockerSandbox:
         def start() -> tuple[str, socket.socket]:
             exec_id = self._api.exec_create(
                 self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True,
-                stderr=True, user=self.spec.user, workdir=self.spec.workdir,
+                stderr=True, user=self.spec.user or "", workdir=self.spec.workdir,
                 environment=self.spec.env or None)["Id"]
             sock = self._api.exec_start(exec_id, socket=True)
             return exec_id, getattr(sock, "_sock", sock)
@@ -496,7 +502,7 @@ class DockerSandbox:
             raise SandboxError(f"sandbox {self.id}: cannot start a shell: {exc}") from exc
 
     async def _run_detached(self, argv: list[str]) -> None:
-        await _in_thread(self.container.exec_run, argv, user=self.spec.user)
+        await _in_thread(self.container.exec_run, argv, user=self.spec.user or "")
 
     async def _exec_exit_code(self, exec_id: str) -> int | None:
         info = await _in_thread(self._api.exec_inspect, exec_id)
@@ -510,7 +516,7 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
         # stdin open and closed when its first attached client goes (detach=False with
         # stdin_open sets StdinOnce): the owner's lease, see envfarm.sandbox.owner_lease
         container = client.containers.create(
-            spec.image, pid1_command(spec), detach=False, stdin_open=True, auto_remove=True,
+            spec.image, entrypoint=pid1_command(spec), detach=False, stdin_open=True, auto_remove=True,
             labels=labels, user=PID1_USER,
             working_dir=spec.workdir, environment=spec.env or None,
             network_mode="bridge" if spec.network else "none",
@@ -641,6 +647,34 @@ class DockerBackend(SandboxBackend):
         from envfarm.sandbox.image_supply import ensure_image
 
         return ensure_image(image, registry, tarball)
+
+    def adapt_image(self, image: str, base_commit: str = "", activation: str = "") -> str:
+        from envfarm.sandbox.foreign_images import adapt_image
+
+        return adapt_image(image, base_commit, activation)
+
+    def needs_adapting(self, image: str) -> bool:
+        from envfarm.sandbox.foreign_images import is_native
+
+        try:
+            return not is_native(docker_client().images.get(image).labels)
+        except docker.errors.DockerException:
+            return False  # absent or no engine: ensure_image says so, not this
+
+    def image_user(self, image: str) -> str:
+        return image_user(image)
+
+
+@lru_cache(maxsize=4096)
+def image_user(image: str) -> str:
+    """The user an image's processes run as (its USER; root where it sets none)."""
+    try:
+        config = docker_client().images.get(image).attrs.get("Config") or {}
+    except docker.errors.ImageNotFound as exc:
+        raise ImageMissingError(f"image {image!r} is not on this machine") from exc
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise SandboxError(f"cannot look up image {image!r}: {exc}") from exc
+    return (config.get("User") or "root").split(":")[0]
 
 
 def list_containers(**label_filters: str) -> list[Any]:

@@ -25,7 +25,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 
-from envfarm.sandbox.base import ExecResult, SandboxError
+from envfarm.sandbox.base import ACTIVATE_PATH, ExecResult, SandboxError
 
 DRIVER = r"""exec 2>&1
 printf '__EF_READY__ %d\n' "$$"
@@ -138,8 +138,9 @@ class ShellSession:
         if not line.startswith(b"__EF_READY__ "):
             raise SandboxError(f"shell session did not start: {_decode(line)[:200]!r}")
         self.shell_pid = int(line.split()[1])
-        if cwd:
-            await self._run(f"cd {_quote(cwd)}", timeout=10, limit=4096)
+        # an adapted image's test environment (see envfarm.sandbox.foreign_images), then cwd
+        setup = f"if [ -r {ACTIVATE_PATH} ]; then {{ . {ACTIVATE_PATH}; }} >/dev/null 2>&1 </dev/null; fi"
+        await self._run(setup + (f"; cd {_quote(cwd)}" if cwd else ""), timeout=60, limit=4096)
 
     async def _fill(self) -> bool:
         assert self._reader is not None

@@ -54,7 +54,7 @@ from swebench.harness.grading import (
 from swebench.harness.utils import make_test_spec
 
 from envfarm.errors import ErrorKind, ImageMissingError, SandboxError
-from envfarm.sandbox.base import ExecResult, Sandbox, SandboxBackend, SandboxFactory, SandboxSpec
+from envfarm.sandbox.base import ExecResult, Sandbox, SandboxBackend, SandboxFactory
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.patch_guard import (
     MAX_PATCH_BYTES,
@@ -64,6 +64,7 @@ from envfarm.tasks.patch_guard import (
     revert_command,
     shadows_runtime,
 )
+from envfarm.tasks.sandbox_specs import grading_spec
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
 from envfarm.tasks.tampering import is_test_path, screen_tampering
@@ -431,7 +432,7 @@ async def grade(task: Task, patch: str, sandbox_factory: SandboxFactory | None =
     result: GradeResult | None = None
     progress: dict[str, bool] = {}
     try:
-        sandbox = await sandbox_factory(SandboxSpec(image=task.image, labels=labels or {}),
+        sandbox = await sandbox_factory(grading_spec(task, labels=labels or {}),
                                         task.instance_id)
         acquired = time.perf_counter() - started
         result = await _grade_screened(sandbox, task, patch, screened, timeout, progress)
