@@ -181,6 +181,8 @@ class DockerSandbox:
         image = await _in_thread(adapt_image, spec.image, spec.base_commit, spec.activation)
         if image != spec.image:
             spec = dataclasses.replace(spec, image=image)
+        if spec.user is None:  # the image's own user (PID 1 runs as root whatever the image says)
+            spec = dataclasses.replace(spec, user=await _in_thread(image_user, spec.image))
         container = await _in_thread(_start_container, spec, labels)
         sandbox = cls(container, spec)
         try:
@@ -269,7 +271,7 @@ class DockerSandbox:
 
         def start() -> tuple[str, socket.socket, bytes]:
             exec_id = self._api.exec_create(self.container.id, full, stdin=False, stdout=True, stderr=True,
-                                            user=self.spec.user or "", workdir="/")["Id"]
+                                            user=self.spec.user, workdir="/")["Id"]
             return exec_id, *hijacked_stream(self._api.exec_start(exec_id, socket=True))
 
         out, err = bytearray(), bytearray()
@@ -482,7 +484,7 @@ class DockerSandbox:
         """One plain `docker exec` per command: the slow path, kept for comparison."""
         started = time.perf_counter()
         res = await _in_thread(self.container.exec_run, ["bash", "-c", cmd],
-                               user=self.spec.user or "", workdir=self.spec.workdir)
+                               user=self.spec.user, workdir=self.spec.workdir)
         return ExecResult(output=res.output.decode(errors="replace"), exit_code=res.exit_code,
                           seconds=time.perf_counter() - started)
 
@@ -491,7 +493,7 @@ class DockerSandbox:
         def start() -> tuple[str, socket.socket]:
             exec_id = self._api.exec_create(
                 self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True,
-                stderr=True, user=self.spec.user or "", workdir=self.spec.workdir,
+                stderr=True, user=self.spec.user, workdir=self.spec.workdir,
                 environment=self.spec.env or None)["Id"]
             sock = self._api.exec_start(exec_id, socket=True)
             return exec_id, getattr(sock, "_sock", sock)
@@ -502,7 +504,7 @@ class DockerSandbox:
             raise SandboxError(f"sandbox {self.id}: cannot start a shell: {exc}") from exc
 
     async def _run_detached(self, argv: list[str]) -> None:
-        await _in_thread(self.container.exec_run, argv, user=self.spec.user or "")
+        await _in_thread(self.container.exec_run, argv, user=self.spec.user)
 
     async def _exec_exit_code(self, exec_id: str) -> int | None:
         info = await _in_thread(self._api.exec_inspect, exec_id)

@@ -115,7 +115,7 @@ def is_native(labels: dict[str, str] | None) -> bool:
 def adapted_tag(source: str, source_id: str, base_commit: str, activation: str) -> str:
     """The derived image's tag: a function of the source image's id and what was adapted."""
     digest = hashlib.sha256(json.dumps([source_id, base_commit, activation, ADAPT_VERSION]).encode()).hexdigest()
-    name = re.sub(r"[^a-z0-9._-]+", "-", source.rsplit("@", 1)[0].rsplit(":", 1)[0].split("/")[-1].lower())
+    name = re.sub(r"[^a-z0-9._-]+", "-", source.rsplit("@", 1)[0].split("/")[-1].split(":")[0].lower())
     return f"envfarm-adapted/{name.strip('.-_') or 'image'}:{digest[:16]}"
 
 

@@ -198,13 +198,18 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
     lap("tests")
     if res.timed_out:
         return failed(ErrorKind.TIMEOUT, f"the tests ran past {timeout:g} s", res.output)
-    record_res = await sandbox.exec(f"cat {guard.out} 2>/dev/null; true", timeout=30, output_limit=4 << 20)
+    # through the engine's archive API, not a program in the sandbox: where the tests run as root
+    # (public images) they could have replaced `cat`
+    try:
+        record_text = (await sandbox.read_file(guard.out)).decode("utf-8", errors="replace")[:4 << 20]
+    except OSError:
+        record_text = ""
     crash = _crash(res, exit_status_known=TEST_EXIT_CODE_VAR in script)
     if crash:
         return failed(ErrorKind.TESTS_CRASHED, crash, res.output)
     log = harness_log(res.output, res.exit_code if TEST_EXIT_CODE_VAR in script else None)
     result = grade_log(task, log)
-    tampering = guard_findings(task, result, _guard_record(record_res.output), log)
+    tampering = guard_findings(task, result, _guard_record(record_text), log)
     lap("parse")
     result.seconds = time.perf_counter() - started
     result.patch_report = report
