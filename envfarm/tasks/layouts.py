@@ -24,16 +24,20 @@ from envfarm.tasks.schema import TaskError
 TASK, SWE_BENCH, SWE_GYM, SWE_SMITH, SWE_REBENCH, R2E_GYM, UNKNOWN = (
     "task", "swe-bench", "swe-gym", "swe-smith", "swe-rebench", "r2e-gym", "unknown")
 LABELS = {
-    SWE_BENCH: "SWE-bench (classic: no image, no eval_script)",
-    SWE_GYM: "SWE-Gym",
-    SWE_SMITH: "SWE-smith",
-    SWE_REBENCH: "SWE-rebench",
+    SWE_BENCH: "SWE-bench", SWE_GYM: "SWE-Gym", SWE_SMITH: "SWE-smith", SWE_REBENCH: "SWE-rebench",
     R2E_GYM: "R2E-Gym",
+}
+# the columns a layout is told by, for the error messages
+EVIDENCE = {
+    SWE_BENCH: "it has SWE-bench's columns and no image", SWE_GYM: "it has SWE-bench's columns but no "
+    "environment_setup_commit", SWE_SMITH: "it has image_name", SWE_REBENCH: "it has install_config",
+    R2E_GYM: "it has parsed_commit_content",
 }
 # the columns of SWE-bench's classic rows, shared by SWE-Gym and SWE-rebench
 CLASSIC_COLUMNS = ("instance_id", "base_commit", "test_patch", "FAIL_TO_PASS")
-# the 5.x harness's and envfarm's own columns: a row with any of them is meant as a Task
-TASK_COLUMNS = ("image", "eval_script", "log_parser", "eval_type", "test_files")
+# columns only swebench 5.x's and envfarm's rows have: a row with any of them is meant as a Task.
+# Not eval_script or log_parser: they are what a user adds to a classic row to make it runnable.
+TASK_COLUMNS = ("image", "eval_type", "test_files")
 # fields a user may add to a dataset's row (the fix for a missing one); they win over derived ones
 USER_FIELDS = ("image", "eval_script", "log_parser", "eval_type", "test_files", "FAIL_TO_PASS", "PASS_TO_PASS",
                "base_commit", "instance_id")
@@ -41,11 +45,10 @@ R2E_BULK = ("parsed_commit_content", "execution_result_content", "prompt")
 SWE_GYM_NAMESPACE = "xingyaoww"
 
 EVAL_SCRIPT_HELP = (
-    "add an `eval_script` column: a bash script that, like swebench 5.x's, activates the test "
+    "Add an `eval_script` column: a bash script that, like swebench 5.x's, activates the test "
     "environment, restores the test files with `git checkout <base_commit> -- <files>`, applies the "
-    "test patch (`git apply -v -` from a heredoc) and runs the tests between swebench's START/END "
-    "test-output markers (': '>>>>> Start Test Output'' and ': '>>>>> End Test Output''); "
-    "docs/TASKS.md, 'Task rows from public datasets', has an example"
+    "test patch (`git apply -v -` from a heredoc) and runs the tests between swebench's test-output "
+    "markers (`: '{start}'` and `: '{end}'`); docs/TASKS.md, 'Task rows from public datasets', has an example"
 )
 
 
@@ -59,12 +62,10 @@ def detect_layout(row: dict[str, Any]) -> str:
         return R2E_GYM
     if "image_name" in row:
         return SWE_SMITH
-    if "image" in row:
+    if any(k in row for k in TASK_COLUMNS):
         return TASK
     if "docker_image" in row and "instance_id" in row:
         return SWE_BENCH  # R2E-Gym's SWE-bench exports and others: classic rows with an image
-    if any(k in row for k in TASK_COLUMNS):
-        return TASK
     if all(k in row for k in CLASSIC_COLUMNS):
         return SWE_BENCH if "environment_setup_commit" in row else SWE_GYM
     return UNKNOWN
@@ -257,23 +258,26 @@ def _row_name(row: dict[str, Any], where: str) -> str:
 def _missing_message(row: dict[str, Any], mapped: dict[str, Any], layout: str, missing: list[str],
                      where: str) -> str:
     """Which fields the row lacks, and for each what to add; hints from the row where it has them."""
+    from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
+
     advice = {
-        "eval_script": EVAL_SCRIPT_HELP + _eval_hint(row, layout),
-        "image": "add an `image` column naming the instance's Docker image (SWE-rebench publishes "
-                 "`docker_image` for the instances it built, e.g. swerebench/sweb.eval.x86_64.<instance id, "
+        "eval_script": EVAL_SCRIPT_HELP.format(start=START_TEST_OUTPUT, end=END_TEST_OUTPUT)
+        + _eval_hint(row, layout),
+        "image": "Add an `image` column naming the instance's Docker image (SWE-rebench publishes "
+                 "`docker_image` for the instances it built, e.g. swerebench/sweb.eval.x86_64.<instance id with "
                  "`__` written `_1776_`>)",
-        "base_commit": "envfarm commits the bug as the one root commit of the repository, with fixed dates, "
-                       "when a sandbox starts (envfarm.tasks.setup.commit_bug), and base_commit is that "
-                       "commit's hash; it depends on every file in the image, so make it once in a sandbox "
-                       "of the image with commit_bug and add it as `base_commit`",
-        "FAIL_TO_PASS": "its execution_result_content has no pytest result lines (`PASSED <test id>`) to read "
+        "base_commit": "`base_commit` must be the hash of the commit envfarm makes when a sandbox starts: the "
+                       "bug committed as the repository's one root commit with fixed dates "
+                       "(envfarm.tasks.setup.commit_bug). The hash depends on every file in the image, so make "
+                       "it once in a sandbox of the image with commit_bug and add it as `base_commit`",
+        "FAIL_TO_PASS": "Its execution_result_content has no pytest result lines (`PASSED <test id>`) to read "
                         "the tests from: add FAIL_TO_PASS and PASS_TO_PASS columns",
-        "patch": "its `patch` (the diff that introduces the bug) is empty",
+        "patch": "Its `patch` (the diff that introduces the bug) is empty: there is no task without it",
     }
-    name = _row_name(mapped, where)
-    fields = ", ".join(f"`{f}`" for f in missing)
-    return f"{name}: this {LABELS[layout]} row has no {fields}. " + " ".join(
-        f"For `{f}`: {advice[f]}." for f in missing)
+    fields = " and no ".join(f"`{f}`" for f in missing)
+    return (f"{_row_name(mapped, where)}: this row is in {LABELS[layout]}'s layout ({EVIDENCE[layout]}) "
+            f"and has no {fields}. "
+            + " ".join(f"{advice[f]}." for f in missing))
 
 
 def _eval_hint(row: dict[str, Any], layout: str) -> str:
