@@ -29,8 +29,10 @@ LABELS = {
 }
 # the columns a layout is told by, for the error messages
 EVIDENCE = {
-    SWE_BENCH: "it has SWE-bench's columns and no image", SWE_GYM: "it has SWE-bench's columns but no "
-    "environment_setup_commit", SWE_SMITH: "it has image_name", SWE_REBENCH: "it has install_config",
+    SWE_BENCH: "it has SWE-bench's columns and no image",
+    SWE_GYM: "it has SWE-bench's columns but no environment_setup_commit",
+    SWE_SMITH: "it has image_name",
+    SWE_REBENCH: "it has install_config",
     R2E_GYM: "it has parsed_commit_content",
 }
 # the columns of SWE-bench's classic rows, shared by SWE-Gym and SWE-rebench
@@ -84,8 +86,7 @@ def to_task_row(row: Any, where: str = "task") -> Any:
     derived = MAPPERS[layout](row, where)
     kept = {k: v for k, v in row.items() if k not in DROPPED.get(layout, ())}
     mapped = {**kept, **{k: v for k, v in derived.items() if k not in USER_FIELDS or not row.get(k)}}
-    missing = [f for f in ("eval_script", "image", "base_commit", "FAIL_TO_PASS", "patch") if not mapped.get(f)
-               and f in REQUIRED[layout]]
+    missing = [f for f in REQUIRED[layout] if not mapped.get(f)]
     if missing:
         raise TaskError(_missing_message(row, mapped, layout, missing, where))
     return mapped
@@ -161,7 +162,8 @@ MAPPERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
 }
 # columns read by the mapping and not kept on the task (R2E-Gym's hold whole files and test logs)
 DROPPED = {R2E_GYM: R2E_BULK}
-# what each layout's row must end up with; anything else is left to Task.parse's per-field messages
+# what each layout's row must end up with, in the order the message names them; anything else is
+# left to Task.parse's per-field messages
 REQUIRED = {
     SWE_BENCH: ("eval_script", "image"),
     SWE_GYM: ("eval_script", "image"),
@@ -169,6 +171,7 @@ REQUIRED = {
     SWE_REBENCH: ("eval_script", "image"),
     R2E_GYM: ("eval_script", "image", "base_commit", "FAIL_TO_PASS"),
 }
+R2E_MARKS = {"context": " ", "added": "+", "deleted": "-", "note": "\\ "}  # R2E-Gym's LineType values
 
 
 # -- R2E-Gym's JSON columns --------------------------------------------------------------------
@@ -197,8 +200,7 @@ def _r2e_fix(commit: dict[str, Any]) -> str:
             out.append(f"--- {fd['minus_file']['path']}\n+++ {fd['plus_file']['path']}\n")
         for hunk in fd.get("hunks") or []:
             out.append(_r2e_hunk_header(hunk["descriptor"]))
-            marks = {"context": " ", "added": "+", "deleted": "-", "note": "\\ "}
-            out += [f"{marks[line['type']]}{line['content']}\n" for line in hunk["line_group"]["all_lines"]]
+            out += [f"{R2E_MARKS[line['type']]}{line['content']}\n" for line in hunk["line_group"]["all_lines"]]
     return "".join(out)
 
 

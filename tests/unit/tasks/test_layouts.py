@@ -348,3 +348,20 @@ def test_hub_rows_go_through_the_mapping(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda name, split: [_with_eval_script(SWE_SMITH_ROW)])
     [task] = load_hub("SWE-bench/SWE-smith", split="train")
     assert task.bug_patch == SMITH_BUG and task.patch == reverse_diff(SMITH_BUG)
+
+
+def test_the_documented_eval_script_runs_under_swebench(tmp_path):
+    """The example in docs/TASKS.md, added to a SWE-rebench row, loads and is one swebench 5.x grades:
+    its test command sits between the markers, where swebench records the tests' exit code."""
+    from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT, TEST_EXIT_CODE
+    from swebench.harness.utils import make_test_spec
+
+    docs = (Path(__file__).parents[3] / "docs" / "TASKS.md").read_text()
+    section = docs.split("### An eval script for a pytest project", 1)[1]
+    script = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    [task] = load(str(_jsonl(tmp_path, {**SWE_REBENCH_ROW, "eval_script": script})))
+    base = SWE_REBENCH_ROW["base_commit"]
+    assert script.count(f"git checkout {base} -- tests/test_parser.py") == 2
+    assert script.index("git apply -v -") < script.index(START_TEST_OUTPUT) < script.index(END_TEST_OUTPUT)
+    spec = make_test_spec(task.swebench_instance())
+    assert f'echo "{TEST_EXIT_CODE}: $' in spec.eval_script
