@@ -1,4 +1,4 @@
-"""Unified diffs, parsed once: which files a patch touches, how, and its hunks.
+"""Unified diffs, parsed once: which files a patch touches, how, and its hunks; and turned around.
 
 Every reader of a patch in envfarm goes through `parse_diff`: the task schema (the files a test
 patch touches), the patch guard (every path an agent's patch could write) and the scripted
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 DEV_NULL = "/dev/null"
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HUNK_RANGES = re.compile(r"^@@ -(\d+(?:,\d+)?) \+(\d+(?:,\d+)?) @@")  # the ranges as written, to swap
 _GIT_HEADER = "diff --git "
 # `diff -u` puts a timestamp after the name; git's diff_timestamp_len recognises these shapes
 _TIMESTAMP = re.compile(r"\s+(?:\d{4}-\d\d-\d\d|\w{3} \w{3} [ \d]\d)[ T]\d\d?:\d\d(?::\d\d(?:\.\d+)?)?"
@@ -428,3 +429,168 @@ def _no_newline(hunk: Hunk, last: str) -> None:
         hunk.old_eof_newline = False
     if last in (" ", "+"):
         hunk.new_eof_newline = False
+
+
+# -- reversing ---------------------------------------------------------------------------------
+class DiffError(ValueError):
+    """A diff that cannot be turned around as text; the message says why."""
+
+
+_SWAPPED_LINES = (("new file mode ", "deleted file mode "), ("deleted file mode ", "new file mode "))
+_SIDE_PAIRS = (("old mode ", "new mode "), ("rename from ", "rename to "), ("rename old ", "rename new "))
+
+
+def reverse_diff(diff: str) -> str:
+    """The diff that undoes `diff`, as `git diff -R` writes it.
+
+    Datasets that make tasks by injecting bugs (SWE-smith) publish the bug-introducing diff; the
+    fix is its reverse. Old and new sides swap everywhere: the `diff --git` names, the `---` and
+    `+++` lines, new and deleted file headers, old and new modes, renames, `index` hashes, hunk
+    ranges and the +/- lines (removed lines first in each change, as git writes them), with every
+    `\\ No newline at end of file` marker kept after its line. Text outside any file (a commit
+    message) is kept as it is. Raises DiffError for what text cannot reverse: binary files,
+    copies (undoing one needs the whole copied file), combined diffs, hunks outside a file and
+    hunks cut short.
+    """
+    lines = diff.split("\n")
+    ends_with_newline = bool(lines) and lines[-1] == ""
+    if ends_with_newline:
+        lines.pop()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith(_GIT_HEADER):
+            entry, end = _git_file(lines, i)
+            _check_reversible(entry, line)
+            out += _reverse_git_header(lines[i:end], entry)
+            i = _reverse_hunks(lines, end, out)
+        elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            out += ["--- " + lines[i + 1][4:], "+++ " + line[4:]]
+            i = _reverse_hunks(lines, i + 2, out)
+        elif line.startswith(("diff --cc ", "diff --combined ")):
+            raise DiffError(f"a combined (merge) diff cannot be reversed: {line[:200]!r}")
+        elif line.startswith(("Binary files ", "GIT binary patch")):
+            raise DiffError(f"binary content cannot be reversed as text: {line[:200]!r}")
+        elif _HUNK_RANGES.match(line):
+            raise DiffError(f"a hunk outside any file's header: {line[:200]!r}")
+        else:
+            out.append(line)
+            i += 1
+    return "\n".join(out) + ("\n" if ends_with_newline else "")
+
+
+def _check_reversible(entry: FileDiff, header: str) -> None:
+    if entry.binary:
+        raise DiffError(f"binary content cannot be reversed as text ({entry.path or header[:200]!r}): "
+                        "regenerate the diff the other way round with `git diff -R --binary`")
+    if entry.copied:
+        raise DiffError(f"a copy cannot be reversed without the copied file's content ({entry.path}): "
+                        "regenerate the diff without copy detection (no -C)")
+
+
+def _reverse_git_header(header: list[str], entry: FileDiff) -> list[str]:
+    """A `diff --git` line and its extended header lines with old and new sides swapped."""
+    first, sep, second = _split_git_names(header[0][len(_GIT_HEADER):], entry)
+    out = [f"{_GIT_HEADER}{second}{sep}{first}"]
+    values = {prefix: line[len(prefix):] for line in header[1:]
+              for pair in _SIDE_PAIRS for prefix in pair if line.startswith(prefix)}
+    minus = next((line[4:] for line in header[1:] if line.startswith("--- ")), None)
+    plus = next((line[4:] for line in header[1:] if line.startswith("+++ ")), None)
+    for line in header[1:]:
+        out.append(_reverse_header_line(line, values, minus, plus))
+    return out
+
+
+def _reverse_header_line(line: str, values: dict[str, str], minus: str | None, plus: str | None) -> str:
+    for prefix, other in _SWAPPED_LINES:
+        if line.startswith(prefix):
+            return other + line[len(prefix):]
+    for old, new in _SIDE_PAIRS:
+        if line.startswith(old) and new in values:
+            return old + values[new]
+        if line.startswith(new) and old in values:
+            return new + values[old]
+    if line.startswith("index ") and (m := re.match(r"index (\w+)\.\.(\w+)(.*)$", line)):
+        return f"index {m.group(2)}..{m.group(1)}{m.group(3)}"
+    if line.startswith("--- ") and plus is not None:
+        return "--- " + plus
+    if line.startswith("+++ ") and minus is not None:
+        return "+++ " + minus
+    return line  # similarity and dissimilarity index: the same both ways
+
+
+def _split_git_names(rest: str, entry: FileDiff) -> tuple[str, str, str]:
+    """`diff --git <rest>` split into its two names (as written, quotes kept) and what is between.
+
+    Names may hold spaces, so where the header cannot be split at a lone space or a quote, the
+    split is the one whose sides name the file before and after the change, as parsed."""
+    if rest.startswith('"'):
+        quoted = unquote_c_style(rest)
+        if quoted and rest[quoted[1]:quoted[1] + 1] == " ":
+            second = rest[quoted[1]:].lstrip(" ")
+            return rest[:quoted[1]], rest[quoted[1]:len(rest) - len(second)], second
+    else:
+        spaces = [k for k, c in enumerate(rest) if c == " "]
+        before = entry.old_path or entry.new_path
+        after = entry.new_path or entry.old_path
+        for k in spaces:
+            first, second = rest[:k], rest[k + 1:]
+            if second.startswith('"'):
+                quoted = unquote_c_style(second)
+                if quoted and quoted[1] == len(second):
+                    return first, " ", second
+            elif len(spaces) == 1 or (
+                    _squash(_strip_component(first, leading=False)) == before
+                    and _squash(_strip_component(second, leading=False)) == after):
+                return first, " ", second
+    raise DiffError(f"cannot tell the two names apart in {_GIT_HEADER}{rest[:200]!r}")
+
+
+def _reverse_hunks(lines: list[str], i: int, out: list[str]) -> int:
+    """The hunks after a file's header, each with its ranges and +/- lines swapped; returns the
+    next line. Read by their line counts, as `_read_hunks` reads them."""
+    n = len(lines)
+    while i < n and (m := _HUNK_RANGES.match(lines[i])):
+        old_range, new_range = m.group(1), m.group(2)
+        out.append(f"@@ -{new_range} +{old_range} @@{lines[i][m.end():]}")
+        old_left, new_left = _range_count(old_range), _range_count(new_range)
+        units: list[list[str]] = []  # the hunk's lines in their new order; a marker joins its line
+        removed: list[list[str]] = []  # the reverse removes what the diff added, and the other way
+        added: list[list[str]] = []
+        last: list[str] | None = None
+        start = i
+        i += 1
+        while i < n and (old_left > 0 or new_left > 0 or (lines[i].startswith("\\") and last is not None)):
+            line = lines[i]
+            kind = line[:1] or " "  # git reads an empty line as an empty context line
+            if kind == "\\" and last is not None:
+                last.append(line)
+            elif kind == " " and old_left > 0 and new_left > 0:
+                units += removed + added
+                removed, added = [], []
+                last = [line]
+                units.append(last)
+                old_left, new_left = old_left - 1, new_left - 1
+            elif kind == "-" and old_left > 0:
+                last = ["+" + line[1:]]
+                added.append(last)
+                old_left -= 1
+            elif kind == "+" and new_left > 0:
+                last = ["-" + line[1:]]
+                removed.append(last)
+                new_left -= 1
+            else:
+                break
+            i += 1
+        if old_left > 0 or new_left > 0:
+            raise DiffError(f"the hunk {lines[start][:80]!r} is cut short (line {i + 1} of the diff): "
+                            "a corrupt diff cannot be reversed")
+        units += removed + added
+        out += [text for unit in units for text in unit]
+    return i
+
+
+def _range_count(text: str) -> int:
+    """The line count of a hunk range (`12,3` is 3 lines; a bare `12` is one)."""
+    return int(text.split(",")[1]) if "," in text else 1

@@ -2,9 +2,12 @@
 
     load("builtin")             # every task shipped with envfarm
     load("builtin:inflection")  # the shipped tasks of one project
-    load("my_tasks.jsonl")      # SWE-bench rows, one JSON object a line
+    load("my_tasks.jsonl")      # task rows, one JSON object a line
     load("swebench_dir/")       # a SWE-bench task directory (*.jsonl, *.json, *.parquet files)
     load("org/dataset")         # a Hugging Face dataset (needs the hub; a clear error without it)
+
+Rows may be in any public dataset's layout (SWE-bench, SWE-Gym, SWE-smith, SWE-rebench, R2E-Gym,
+swebench 5.x): every loader maps them with `envfarm.tasks.layouts.to_task_row` first.
 """
 
 from __future__ import annotations
@@ -13,10 +16,17 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from envfarm.tasks.layouts import to_task_row
 from envfarm.tasks.schema import Task, TaskError
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+def parse_row(row: Any, where: str) -> Task:
+    """One row, in any known dataset layout, as a Task; errors name `where`."""
+    return Task.parse(to_task_row(row, where), where=where)
 
 
 def load_jsonl(path: str | Path) -> list[Task]:
@@ -30,7 +40,7 @@ def load_jsonl(path: str | Path) -> list[Task]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TaskError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            tasks.append(Task.parse(row, where=f"{path}:{lineno}"))
+            tasks.append(parse_row(row, where=f"{path}:{lineno}"))
     return tasks
 
 
@@ -41,14 +51,14 @@ def load_json(path: str | Path) -> list[Task]:
     except json.JSONDecodeError as exc:
         raise TaskError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     rows = data if isinstance(data, list) else [data]
-    return [Task.parse(row, where=f"{path}[{i}]") for i, row in enumerate(rows)]
+    return [parse_row(row, where=f"{path}[{i}]") for i, row in enumerate(rows)]
 
 
 def load_parquet(path: str | Path) -> list[Task]:
     from datasets import load_dataset
 
     ds = load_dataset("parquet", data_files=str(path), split="train")
-    return [Task.parse(dict(row), where=f"{path}[{i}]") for i, row in enumerate(ds)]
+    return [parse_row(dict(row), where=f"{path}[{i}]") for i, row in enumerate(ds)]
 
 
 def load_dir(path: str | Path) -> list[Task]:
@@ -72,7 +82,7 @@ def load_hub(name: str, split: str = "test") -> list[Task]:
             f"{str(exc)[:300]}. Without the hub, export it as JSONL on a machine that has it "
             "and pass the file instead"
         ) from None
-    return [Task.parse(dict(row), where=f"{name}[{i}]") for i, row in enumerate(ds)]
+    return [parse_row(dict(row), where=f"{name}[{i}]") for i, row in enumerate(ds)]
 
 
 def load_builtin(project: str | None = None) -> list[Task]:
