@@ -101,6 +101,7 @@ class CodingEnv(gymnasium.Env):
         self._sandbox_loop: asyncio.AbstractEventLoop | None = None
         self._runner: ToolRunner | None = None
         self.task: Task | None = None
+        self._base_commit = ""  # the commit the episode's repository started at
         self._turn = 0
         self._started = 0.0
         self._done = True
@@ -119,7 +120,7 @@ class CodingEnv(gymnasium.Env):
         sandbox = await self.sandbox_factory(spec, task.instance_id)
         self._sandbox, self._sandbox_loop = sandbox, asyncio.get_running_loop()
         try:
-            await prepare_repository(sandbox, task, self.config.workdir)
+            self._base_commit = await prepare_repository(sandbox, task, self.config.workdir)
         except BaseException:
             await self._release()
             raise
@@ -247,7 +248,7 @@ class CodingEnv(gymnasium.Env):
         grade_result: GradeResult | None = None
         patch = ""
         try:
-            patch = await extract_patch(self._sandbox, task.base_commit, self.config.workdir, signals=self._signals)
+            patch = await extract_patch(self._sandbox, self._base_commit, self.config.workdir, signals=self._signals)
         except PatchError as exc:
             grade_result = GradeResult(instance_id=task.instance_id, error_kind=exc.kind, error=str(exc))
         except SandboxError as exc:

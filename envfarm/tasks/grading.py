@@ -175,7 +175,7 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
                            seconds=time.perf_counter() - started, patch_report=report, phases=phases,
                            tampering=tampering or [])
 
-    await prepare_repository(sandbox, task, for_agent=False)
+    base_commit = await prepare_repository(sandbox, task, for_agent=False)
     before = await _untracked(sandbox)
     lap("prepare")
     applied, out = await apply_patch(sandbox, patch)
@@ -183,7 +183,7 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
         lap("patch")
         return failed(ErrorKind.PATCH_FAILED, "patch did not apply to the base commit", out)
     try:
-        await _neutralise_applied_tree(sandbox, task, report, before)
+        await _neutralise_applied_tree(sandbox, task, report, before, base_commit)
     except TreeListingError as exc:  # only what the patch put in the tree can garble it
         lap("patch")
         return failed(ErrorKind.TAMPERING, str(exc), tampering=[str(exc)])
@@ -264,7 +264,8 @@ async def _untracked(sandbox: Sandbox) -> set[str]:
     return set(_names(await _listing_raw(sandbox, "git ls-files --others -z | base64 -w0")))
 
 
-async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchReport, before: set[str]) -> None:
+async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchReport, before: set[str],
+                                   base_commit: str) -> None:
     """Revert harness files and test files on the tree as the patch left it, whatever its text said.
 
     What changed is read from git (tracked files that differ from the base commit, untracked
@@ -287,7 +288,7 @@ async def _neutralise_applied_tree(sandbox: Sandbox, task: Task, report: PatchRe
     report.test_files = list(dict.fromkeys(report.test_files + tests))
     revert = [p for p in changed if p in harness or p in tests]
     if revert:
-        res = await sandbox.exec(revert_command(revert, task.base_commit, "/testbed"), timeout=120)
+        res = await sandbox.exec(revert_command(revert, base_commit, "/testbed"), timeout=120)
         if res.exit_code != 0:
             raise SandboxError(f"could not revert harness files {revert[:5]}: {res.output[-500:]}")
 

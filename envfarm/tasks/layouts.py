@@ -118,7 +118,9 @@ def _from_swe_smith(row: dict[str, Any], where: str) -> dict[str, Any]:
         raise TaskError(f"{_row_name(row, where)}: the `patch` of this {LABELS[SWE_SMITH]} row is the diff "
                         f"that introduces the bug, and its reverse (the fix) cannot be made: {exc}") from None
     tests = [*_as_list(row.get("FAIL_TO_PASS")), *_as_list(row.get("PASS_TO_PASS"))]
-    return {"image": row.get("image_name") or "", "bug_patch": bug, "patch": fix,
+    # the row's base_commit is a commit of SWE-smith's mirror (the bug on a branch), never the one
+    # envfarm makes from the image's tree: left empty, the commit made at sandbox start is the base
+    return {"image": row.get("image_name") or "", "bug_patch": bug, "patch": fix, "base_commit": "",
             "test_patch": row.get("test_patch") or "",
             "test_files": sorted({t.split("::")[0] for t in tests if isinstance(t, str) and "::" in t})}
 
@@ -161,13 +163,13 @@ MAPPERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     SWE_REBENCH: _from_swe_rebench, R2E_GYM: _from_r2e_gym,
 }
 # columns read by the mapping and not kept on the task (R2E-Gym's hold whole files and test logs)
-DROPPED = {R2E_GYM: R2E_BULK}
+DROPPED = {R2E_GYM: R2E_BULK, SWE_SMITH: ("base_commit",)}  # SWE-smith's names a commit of its mirror
 # what each layout's row must end up with, in the order the message names them; anything else is
 # left to Task.parse's per-field messages
 REQUIRED = {
     SWE_BENCH: ("eval_script", "image"),
     SWE_GYM: ("eval_script", "image"),
-    SWE_SMITH: ("eval_script", "image", "base_commit", "patch"),
+    SWE_SMITH: ("eval_script", "image", "patch"),
     SWE_REBENCH: ("eval_script", "image"),
     R2E_GYM: ("eval_script", "image", "base_commit", "FAIL_TO_PASS"),
 }

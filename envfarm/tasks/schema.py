@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from envfarm.errors import UserInputError
 from envfarm.tasks.diff import files_in_diff
@@ -32,7 +32,10 @@ class Task(BaseModel):
 
     instance_id: str = Field(min_length=1)
     repo: str = Field(min_length=1)
-    base_commit: str = Field(min_length=7)
+    # before base_commit, whose check reads it
+    bug_patch: str = ""
+    # "" only for a bug-patch task whose commit is made at sandbox start (SWE-smith rows): see setup
+    base_commit: str = Field(default="", validate_default=True)
     problem_statement: str = Field(min_length=1)
     patch: str = ""
     test_patch: str = ""
@@ -43,7 +46,6 @@ class Task(BaseModel):
     eval_script: str = Field(min_length=1)
     log_parser: str = "parse_log_pytest"
     eval_type: str = "pass_and_fail"
-    bug_patch: str = ""
     test_files: list[str] = Field(default_factory=list)
 
     @field_validator("FAIL_TO_PASS", "PASS_TO_PASS", "test_files", mode="before")
@@ -62,6 +64,16 @@ class Task(BaseModel):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("must name at least one test that the fix makes pass")
+        return value
+
+    @field_validator("base_commit")
+    @classmethod
+    def _base_commit_known(cls, value: str, info: ValidationInfo) -> str:
+        if value == "" and info.data.get("bug_patch"):
+            return value
+        if len(value) < 7:
+            raise ValueError("must be a commit hash (at least 7 characters); it may be left out only in a task "
+                             "with a bug_patch, whose base commit is made at sandbox start")
         return value
 
     @field_validator("log_parser")

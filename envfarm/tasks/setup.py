@@ -83,21 +83,26 @@ async def commit_bug(sandbox: Sandbox, bug_patch: str, workdir: str = "/testbed"
 
 
 async def prepare_repository(sandbox: Sandbox, task: Task, workdir: str = "/testbed", *,
-                             for_agent: bool = True) -> None:
-    """Bring a fresh sandbox to `base_commit` (made from `bug_patch` when the task has one).
+                             for_agent: bool = True) -> str:
+    """Bring a fresh sandbox to `base_commit` (made from `bug_patch` when the task has one);
+    returns the commit, which the agent's diff and grading's reverts are taken against.
 
-    `for_agent=False` (grading) takes the cheaper way to the same commit: see `commit_bug`.
+    `for_agent=False` (grading) takes the cheaper way to the same commit: see `commit_bug`. A
+    bug-patch task may leave `base_commit` empty (SWE-smith rows: the hash of the commit made
+    here depends on every file of the image): then whatever commit_bug made is the base.
 
     A hash mismatch means the image is not the one the task was made from. Simulated sandboxes
     (the sim backend) hold no repository: they pay the time of the set-up command and no more.
     """
     if sandbox.simulated:
-        await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit}", timeout=60)
-        return
+        await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit or 'HEAD'}", timeout=60)
+        return task.base_commit
     if task.bug_patch:
         head = await commit_bug(sandbox, task.bug_patch, workdir, erase_history=for_agent,
-                                expected=task.base_commit)
+                                expected=task.base_commit or None)
         ok = True
+        if not task.base_commit:
+            return head
     else:
         res = await sandbox.exec(f"cd {workdir} && git checkout -q {task.base_commit} && "
                                  "git rev-parse HEAD", timeout=60)
@@ -108,3 +113,4 @@ async def prepare_repository(sandbox: Sandbox, task: Task, workdir: str = "/test
             f"task {task.instance_id}: could not reach base commit {task.base_commit[:12]} in image "
             f"{task.image} (got {head[:12] or 'nothing'}): is the image the one this task was made from?"
         )
+    return head

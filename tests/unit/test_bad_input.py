@@ -33,7 +33,7 @@ async def _no_sandbox(spec: SandboxSpec, task_id: str):
 @pytest.mark.parametrize("field,value,words", [
     ("FAIL_TO_PASS", [], ["FAIL_TO_PASS", "at least one test"]),
     ("FAIL_TO_PASS", "not json", ["FAIL_TO_PASS", "JSON"]),
-    ("base_commit", "", ["base_commit"]),
+    ("base_commit", "abc", ["base_commit", "commit hash"]),
     ("log_parser", "parse_log_nothing", ["log_parser", "unknown log parser"]),
     ("eval_type", "vibes", ["eval_type"]),
     ("image", None, ["image"]),

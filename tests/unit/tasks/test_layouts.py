@@ -243,18 +243,20 @@ def test_swe_smith_patch_is_the_bug_and_the_fix_is_its_reverse(tmp_path):
     assert task.patch == reverse_diff(SMITH_BUG)
     assert "-            k.decode('latin-1')" in task.patch and "+            k.decode('utf-8')" in task.patch
     assert task.image == "jyangballin/swesmith.x86_64.oauthlib_1776_oauthlib.1fd52536"
-    assert task.base_commit == SWE_SMITH_ROW["base_commit"]  # the row's own: see docs/TASKS.md
+    assert task.base_commit == ""  # made at sandbox start: see envfarm.tasks.setup.prepare_repository
     assert task.test_files == ["tests/oauth1/test_signatures.py", "tests/test_common.py"]
     assert task.test_patch == "" and task.repo == "swesmith/oauthlib__oauthlib.1fd52536"
 
 
-def test_swe_smith_row_without_base_commit_says_how_the_hash_is_made(tmp_path):
+def test_swe_smith_base_commit_is_made_at_sandbox_start(tmp_path):
+    """SWE-smith's base_commit names a commit of its mirror, never the one envfarm makes from the
+    image's tree: the mapped task leaves it empty (see envfarm.tasks.setup.prepare_repository)."""
     row = {k: v for k, v in SWE_SMITH_ROW.items() if k != "base_commit"}
     with pytest.raises(TaskError) as err:
         load(str(_jsonl(tmp_path, row)))
-    msg = str(err.value)
-    assert "SWE-smith's layout (it has image_name) and has no `eval_script` and no `base_commit`" in msg
-    assert "commit_bug" in msg and "root commit" in msg
+    assert "SWE-smith's layout (it has image_name) and has no `eval_script`." in str(err.value)
+    [task] = load(str(_jsonl(tmp_path, _with_eval_script(SWE_SMITH_ROW))))
+    assert task.base_commit == "" and task.bug_patch
 
 
 def test_swe_smith_bug_with_binary_content_is_a_task_error(tmp_path):
