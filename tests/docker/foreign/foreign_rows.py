@@ -47,13 +47,14 @@ COPY ctx/ /tmp/ctx/
 RUN mkdir /testbed && cd /testbed && \\
     tar --no-same-owner --strip-components=1 --exclude=testbed/.git -xf /tmp/ctx/testbed.tar && \\
     git init -q && git config user.name upstream && git config user.email upstream@example.org && \\
-    git add -A && git commit -qm 'import' && git apply /tmp/ctx/bug.diff && git commit -qam 'refactor' && \\
+    git add -A && git commit -qm 'import' && {bug} && \\
     {extra}
 RUN rm -rf /tmp/ctx
 WORKDIR /testbed
 """
 
-VARIANTS = {"plain": "true", "conda": CONDA, "future": FUTURE}
+VARIANTS = {"plain": "true", "conda": CONDA, "future": FUTURE, "smith": CONDA}
+BUG_COMMIT = "git apply /tmp/ctx/bug.diff && git commit -qam 'refactor'"
 TASK_PICKS = {"plain": 0, "conda": 5, "future": 11}
 
 
@@ -91,7 +92,8 @@ def _build(variant: str, task: Task, tree: bytes, workdir: Path) -> str:
     (ctx / "ctx" / "testbed.tar").write_bytes(tree)
     (ctx / "ctx" / "bug.diff").write_text(task.bug_patch)
     (ctx / "ctx" / "fix.diff").write_text(task.patch)
-    (ctx / "Dockerfile").write_text(DOCKERFILE.format(rootfs=ROOTFS, extra=VARIANTS[variant]))
+    bug = "true" if variant == "smith" else BUG_COMMIT  # SWE-smith's images hold the clean repository
+    (ctx / "Dockerfile").write_text(DOCKERFILE.format(rootfs=ROOTFS, extra=VARIANTS[variant], bug=bug))
     proc = subprocess.run(["docker", "build", "-q", "-t", tag, str(ctx)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"building {tag} failed: {proc.stderr[-2000:]}")
@@ -131,6 +133,27 @@ def build_foreign_rows(workdir: Path) -> list[dict]:
             "eval_type": "pass_and_fail",
         })
     return rows
+
+
+def build_swe_smith_row(workdir: Path) -> dict:
+    """One row in SWE-smith's layout (`image_name`, `patch` introducing the bug into the image's
+    clean repository, its mirror's `base_commit`) plus the `eval_script` a user adds: the tests
+    restored from HEAD, in the conda-like environment SWE-smith's images have."""
+    task = [t for t in load_builtin("inflection") if t.bug_patch and not t.instance_id.startswith("inflection__ord")][3]
+    image = _build("smith", task, _source_tree(), workdir)
+    script = eval_script("HEAD", "conda")
+    return {
+        "instance_id": "upstream__inflection.0a1b2c3d.func_pm_remove_cond__abcd1234",
+        "repo": "swesmith/upstream__inflection.0a1b2c3d",
+        "patch": task.bug_patch,
+        "FAIL_TO_PASS": task.FAIL_TO_PASS,
+        "PASS_TO_PASS": task.PASS_TO_PASS,
+        "created_at": "2025-04-01T00:00:00",
+        "image_name": image,
+        "base_commit": "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+        "problem_statement": task.problem_statement,
+        "eval_script": script,
+    }
 
 
 def wrong_patch(task: Task) -> str:
