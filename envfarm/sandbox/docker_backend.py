@@ -71,8 +71,8 @@ COUNTERS = (
     '/sys/fs/cgroup/memory.events; do [ -r "$f" ] && while read -r k v; do echo "$k $v"; done < "$f"; done; true'
 )
 
-# PID 1 of a sandbox runs as root, the agent's commands as SandboxSpec.user: a process of another
-# user can neither signal nor ptrace it. It handles no signal but SIGCHLD (to reap the orphans it
+# PID 1 of a sandbox runs as nobody (PID1_USER), the commands as SandboxSpec.user: a process of
+# another user can neither signal nor ptrace it. It handles no signal but SIGCHLD (to reap the orphans it
 # adopts), and in a PID namespace the kernel drops every signal its init has no handler for, even
 # from root inside the container: `kill -TERM 1`, `kill -9 1`, `kill -STOP 1` do nothing. It never
 # forks, so exhausting the pids limit or killing its children cannot make it exit either.
@@ -104,7 +104,10 @@ def pid1_command(spec: SandboxSpec) -> list[str]:
     return ["bash", "-c", PID1_SCRIPT, "envfarm-init", str(grace), str(life)]
 
 
-PID1_USER = "0"
+# uid/gid of PID 1: nobody's, no user a sandbox's commands run as (the agent, or root where the
+# tests of a public image run as root): without capabilities none of them may signal it, ptrace
+# it or open its stdin (/proc/1/fd/0) to end the sandbox as if its owner had released it.
+PID1_USER = "65534:65534"
 
 # Blocking Docker SDK calls run here, not in asyncio's small default pool, so that thousands of
 # sandboxes on one event loop do not queue behind six threads.

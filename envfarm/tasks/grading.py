@@ -322,9 +322,12 @@ def harness_script(task: Task, setup: str = "") -> str:
     """swebench's eval script, with `setup` (the guard's environment) just before the start
     marker, ending with the test command's own exit status.
 
-    swebench's rendering records the status after the end marker; here the script also exits
-    with it, so that the status reaches the host through the session's own protocol (a random
-    marker per command), not through a line the code under test could print as well.
+    Output after the end marker is discarded: programs of the image that the script runs after
+    the tests (its `git checkout`) may have been replaced by the tested code where it runs as
+    the files' owner (root in public images). swebench's rendering records the status after the
+    end marker; here the script also exits with it, so that the status reaches the host through
+    the session's own protocol (a random marker per command), not through a line the code under
+    test could print as well.
     """
     script = make_test_spec(task.swebench_instance()).eval_script
     if setup:
@@ -332,6 +335,10 @@ def harness_script(task: Task, setup: str = "") -> str:
         at = next((i for i, line in enumerate(lines) if START_TEST_OUTPUT in line), None)
         if at is not None:
             script = "\n".join([*lines[:at], setup, *lines[at:]])
+    lines = script.split("\n")
+    end = next((i for i, line in enumerate(lines) if END_TEST_OUTPUT in line), None)
+    if end is not None:  # what runs after the tests prints nothing into the log swebench parses
+        script = "\n".join([*lines[:end + 1], "exec >/dev/null 2>&1", *lines[end + 1:]])
     if TEST_EXIT_CODE_VAR in script:
         script = script.rstrip("\n") + f'\nexit "${{{TEST_EXIT_CODE_VAR}:-1}}"\n'
     return script

@@ -168,3 +168,14 @@ def _first_line(task: Task) -> str:
     data = client.containers.run(task.image, ["head", "-n", "1", "/testbed/inflection/__init__.py"], user="root",
                                  remove=True, network_mode="none")
     return " " + data.decode().rstrip("\n")
+
+
+def append_patch(task: Task, code: str, path: str = "inflection/__init__.py") -> str:
+    """A git diff that appends `code` to `path` at the task's base commit."""
+    import difflib
+
+    old = docker_client().containers.run(task.image, ["git", "-C", "/testbed", "show", f"{task.base_commit}:{path}"],
+                                         user="root", remove=True, network_mode="none").decode()
+    new = old + ("" if old.endswith("\n") else "\n") + code
+    body = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path}", f"b/{path}"))
+    return f"diff --git a/{path} b/{path}\n{body}"
