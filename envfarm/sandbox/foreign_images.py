@@ -36,7 +36,7 @@ from envfarm.errors import ImageMissingError, SandboxError
 from envfarm.sandbox.base import ACTIVATE_PATH
 from envfarm.sandbox.docker_backend import docker_client
 
-ADAPT_VERSION = "2"
+ADAPT_VERSION = "3"
 LABEL_FROM = "envfarm.adapted-from"
 LABEL_BASE = "envfarm.adapted-base"
 NATIVE_LABELS = ("envfarm.spec", LABEL_FROM)
@@ -74,7 +74,11 @@ base=$(git rev-parse "$base^{commit}")
 git update-ref --no-deref HEAD "$base"
 # Nothing after the base commit stays reachable: every ref but tags on its own history goes,
 # then reflogs, stashes, leftovers of merges and rebases, replace refs and grafts, alternates,
-# commit graphs and bitmaps; `repack -a -d` keeps only reachable objects and `prune` the rest.
+# commit graphs, bitmaps and .keep marks, other work trees; `repack -a -d` keeps only reachable
+# objects and `prune` the rest.
+git worktree list --porcelain | sed -n 's/^worktree //p' | while IFS= read -r wt; do
+  [ "$wt" = /testbed ] || rm -rf "$wt"
+done
 git for-each-ref --format='%(refname)' | while IFS= read -r ref; do
   case $ref in
     refs/tags/*) git merge-base --is-ancestor "$ref^{commit}" "$base" 2>/dev/null && continue ;;
@@ -85,7 +89,7 @@ rm -rf .git/logs .git/refs/original .git/rebase-merge .git/rebase-apply .git/wor
   .git/ORIG_HEAD .git/FETCH_HEAD .git/MERGE_HEAD .git/MERGE_MSG .git/MERGE_RR .git/COMMIT_EDITMSG \
   .git/SQUASH_MSG .git/CHERRY_PICK_HEAD .git/REVERT_HEAD .git/AUTO_MERGE .git/BISECT_LOG .git/rr-cache \
   .git/info/grafts .git/objects/info/commit-graph .git/objects/info/commit-graphs \
-  .git/objects/pack/multi-pack-index .git/objects/pack/*.bitmap .git/gc.log
+  .git/objects/pack/multi-pack-index .git/objects/pack/*.bitmap .git/objects/pack/*.keep .git/gc.log
 git -c core.hooksPath=/dev/null repack -a -d -q || fail 15 "git repack failed in /testbed"
 rm -f .git/objects/info/alternates
 git prune --expire=now || fail 15 "git prune failed in /testbed"

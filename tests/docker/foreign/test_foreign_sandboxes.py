@@ -82,6 +82,7 @@ def test_no_git_command_reveals_the_later_commit(foreign_tasks):
         "git branch -a", "git for-each-ref", "git fsck --lost-found --unreachable --no-reflogs 2>&1",
         "git cat-file --batch-all-objects --batch | grep -a -c '' ",
         "cat .git/packed-refs .git/FETCH_HEAD .git/ORIG_HEAD 2>/dev/null; ls .git/logs 2>&1",
+        "git worktree list; cat /opt/wt-fix/inflection/__init__.py 2>&1 | tail -3",
     ]
 
     async def main():
