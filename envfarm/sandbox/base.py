@@ -73,6 +73,10 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LIMITS = ("timeout", "output", "memory", "pids", "disk")
 
 
+class FileTooLargeError(OSError):
+    """A file past the size a read may transfer to the host."""
+
+
 @dataclass
 class SandboxSpec:
     """How to start a sandbox: image, limits and the labels that name its owner."""

@@ -37,6 +37,7 @@ from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
     HOST_PATH,
     ExecResult,
+    FileTooLargeError,
     HostResult,
     ImageMissingError,
     Sandbox,
@@ -699,9 +700,6 @@ def _unix(stamp: str | None) -> float | None:
     except ValueError:
         return None
 
-
-class FileTooLargeError(OSError):
-    """A file past the size a read may transfer to the host."""
 
 
 def _read_capped(stream: Any, cap: int, path: str) -> bytes:

@@ -138,10 +138,10 @@ def adapt_image(image: str, base_commit: str = "", activation: str = "") -> str:
     try:
         source = client.images.get(image)
     except docker.errors.ImageNotFound:
-        raise ImageMissingError(
-            f"image {image!r} is not on this machine: get it with `docker pull {image}` (or `docker load -i "
-            "<file>.tar` from a machine that has it) on every node"
-        ) from None
+        how = ("build it with `python -m envfarm.sandbox.images build`" if image.startswith("envfarm/")
+               else f"get it with `docker pull {image}`")
+        raise ImageMissingError(f"image {image!r} is not on this machine: {how}, or load an exported copy with "
+                                "`docker load -i <file>.tar`, on every node") from None
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         raise SandboxError(f"cannot look up image {image!r}: {exc}") from exc
     if is_native(source.labels):

@@ -54,7 +54,7 @@ from swebench.harness.grading import (
 from swebench.harness.utils import make_test_spec
 
 from envfarm.errors import ErrorKind, ImageMissingError, SandboxError
-from envfarm.sandbox.base import ExecResult, Sandbox, SandboxBackend, SandboxFactory
+from envfarm.sandbox.base import ExecResult, FileTooLargeError, Sandbox, SandboxBackend, SandboxFactory
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.patch_guard import (
     MAX_PATCH_BYTES,
@@ -198,12 +198,10 @@ async def _grade_screened(sandbox: Sandbox, task: Task, patch: str, report: Patc
     lap("tests")
     if res.timed_out:
         return failed(ErrorKind.TIMEOUT, f"the tests ran past {timeout:g} s", res.output)
-    # through the engine's archive API, not a program in the sandbox: where the tests run as root
-    # (public images) they could have replaced `cat`
     try:
-        record_text = (await sandbox.read_file(guard.out)).decode("utf-8", errors="replace")[:4 << 20]
-    except OSError:
-        record_text = ""
+        record_text = await _read_record(sandbox, guard.out)
+    except SandboxError as exc:  # the engine's request failed, not the tests
+        return failed(ErrorKind.INFRASTRUCTURE, str(exc), res.output)
     crash = _crash(res, exit_status_known=TEST_EXIT_CODE_VAR in script)
     if crash:
         return failed(ErrorKind.TESTS_CRASHED, crash, res.output)
@@ -316,6 +314,23 @@ def _make_guard(nonce: str) -> _Guard:
     name planted in the repository would be imported in its place otherwise). The eval script
     writes it (`_Guard.env`), before any of the agent's code runs."""
     return _Guard(f"/tmp/.g{nonce}", f"envfarm_guard_{nonce}")
+
+
+async def _read_record(sandbox: Sandbox, path: str, attempts: int = 3) -> str:
+    """The guard's record through the engine's archive API, not a program in the sandbox (where
+    the tests run as root, in public images, they could have replaced `cat`); "" when the tests
+    left no such file. A failed request to the engine (a stale connection after an engine
+    restart) is asked again, then is the engine's fault, never a missing record."""
+    for attempt in range(attempts):
+        try:
+            return (await sandbox.read_file(path)).decode("utf-8", errors="replace")[:4 << 20]
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileTooLargeError):
+            return ""
+        except OSError as exc:
+            if attempt == attempts - 1:
+                raise SandboxError(f"cannot read the guard's record from sandbox {sandbox.id}: {exc}") from exc
+            await asyncio.sleep(0.5 * (attempt + 1))
+    return ""
 
 
 def harness_script(task: Task, setup: str = "") -> str:

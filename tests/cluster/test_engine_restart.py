@@ -53,5 +53,5 @@ def test_engine_restart_mid_run(fixture_tasks):
     assert len(ids) == 10 and len(set(ids)) == 10
     assert counters.retried >= 1  # the episodes running when the engine went down ran again
     assert counters.failed == 0, [r.error for r in records if r.error_kind]
-    assert all(r.resolved for r in records)
+    assert all(r.resolved for r in records), [(r.error_kind, r.error, r.end_reason) for r in records if not r.resolved]
     assert not list_containers(**{LABEL_RUN: cfg.run})
