@@ -38,12 +38,26 @@ class SimBackendConfig(BaseModel):
     profile: SimProfile = Field(default_factory=SimProfile)
 
 
-BackendConfig = Annotated[DockerBackendConfig | SimBackendConfig, Field(discriminator="type")]
+class LocalBackendConfig(BaseModel):
+    """Unisolated working copies on this machine, for trusted policies and checks only (see
+    envfarm.sandbox.local_backend): refused unless `allow_unisolated` or ENVFARM_ALLOW_UNISOLATED=1."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["local"] = "local"
+    allow_unisolated: bool = False
+    root: str | None = None  # trees, environments and sandboxes ($ENVFARM_LOCAL_DIR, /var/tmp/envfarm-local)
+    python: str | None = None  # the sandboxes' interpreter ($ENVFARM_LOCAL_PYTHON, else the host's python3)
+    uid_base: int = 64000  # as root: one uid per sandbox from this range (uids no account or process uses)
+    uid_count: int = 1000
+
+
+BackendConfig = Annotated[DockerBackendConfig | SimBackendConfig | LocalBackendConfig, Field(discriminator="type")]
 
 # name -> (its config class, "module:Class" of the backend, imported when first made)
 _REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
     "docker": (DockerBackendConfig, "envfarm.sandbox.docker_backend:DockerBackend"),
     "sim": (SimBackendConfig, "envfarm.sandbox.sim_backend:SimBackend"),
+    "local": (LocalBackendConfig, "envfarm.sandbox.local_backend:LocalBackend"),
 }
 
 

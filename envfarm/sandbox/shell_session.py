@@ -99,7 +99,8 @@ class ShellSession:
 
     `open_exec` is given by the backend: it starts `bash` with stdin attached and returns the
     exec id and the raw socket; `run_detached` runs a short command in the container (used to
-    kill processes on timeout); `exec_exit_code` reads an exec's exit status.
+    kill processes on timeout); `exec_exit_code` reads an exec's exit status. `framed`: the
+    socket carries Docker's multiplexed frames (False: plain bytes, as from a local process).
     """
 
     def __init__(
@@ -108,11 +109,13 @@ class ShellSession:
         run_detached: Callable[[list[str]], Awaitable[None]],
         exec_exit_code: Callable[[str], Awaitable[int | None]],
         kill_grace: float = 3.0,
+        framed: bool = True,
     ) -> None:
         self._open_exec = open_exec
         self._run_detached = run_detached
         self._exec_exit_code = exec_exit_code
         self._kill_grace = kill_grace
+        self._framed = framed
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._exec_id = ""
@@ -147,7 +150,7 @@ class ShellSession:
         data = await self._reader.read(1 << 16)
         if not data:
             return False
-        self._pending += self._demux.feed(data)
+        self._pending += self._demux.feed(data) if self._framed else data
         return True
 
     async def _read_line(self) -> bytes:
