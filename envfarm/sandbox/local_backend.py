@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 ALLOW_ENV = "ENVFARM_ALLOW_UNISOLATED"
 MARK_ENV = "ENVFARM_SANDBOX"
 READ_FILE_MAX = 32 << 20
+RESTARTED = "the shell exited; a new shell session was started (exported variables and shell functions were reset)"
 _ids = itertools.count()
 
 
@@ -213,10 +214,23 @@ class LocalSandbox:
                    output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
+        note = ""
+        if self._session.shell_pid and not self._session.is_open():  # killed (extract_patch's kill -9 -1)
+            await self._session.close()
+            note = RESTARTED
         try:
             result = await self._session.exec(self.to_host(cmd), timeout, output_limit)
+        except (BrokenPipeError, ConnectionResetError):  # it died before the command reached it
+            await self._session.close()
+            note = RESTARTED
+            try:
+                result = await self._session.exec(self.to_host(cmd), timeout, output_limit)
+            except OSError as exc:
+                raise SandboxError(f"sandbox {self.id}: {exc}") from exc
         except OSError as exc:
             raise SandboxError(f"sandbox {self.id}: {exc}") from exc
+        if note and not result.note:
+            result.note = note
         result.output = self.to_sandbox(result.output)
         result.note = self.to_sandbox(result.note)
         if result.timed_out:
@@ -274,8 +288,12 @@ class LocalSandbox:
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         """Write as the sandbox's user (so a symlink the agent planted leads nowhere it could not
-        write itself); a path it may not write raises PermissionError."""
+        write itself); a path it may not write raises PermissionError. An executable file is a
+        script to run (the grader's eval script names /testbed and /tmp): its paths are translated
+        as a command's are; any other file (patches, sources) is written byte for byte."""
         payload = data.encode() if isinstance(data, str) else data
+        if mode & 0o111:  # a script the host runs (the grader's eval script): its paths as a command's
+            payload = self.to_host(payload.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
         target = self._host_path(path)
         parent = os.path.dirname(target) or "/"
         script = 'mkdir -p -- "$1" && cat >| "$2" && chmod "$3" "$2"'
