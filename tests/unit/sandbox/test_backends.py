@@ -29,7 +29,7 @@ FAST = {"create_s": 0.0, "close_s": 0.0, "grade_s": 0.0, "exec_s": 0.0}
 
 
 def test_a_name_a_dict_or_a_config_gives_the_same_typed_config():
-    assert backend_names() == ["docker", "sim"]
+    assert backend_names() == ["docker", "local", "sim"]
     assert backend_config("docker") == DockerBackendConfig() == backend_config({"type": "docker"})
     sim = backend_config("sim", sim_profile={"create_s": 0.5, "resolve_rate": 1.0})
     assert sim == SimBackendConfig(profile=SimProfile(create_s=0.5, resolve_rate=1.0))
