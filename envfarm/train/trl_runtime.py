@@ -83,6 +83,9 @@ class EnvRuntime:
         if self._closed:
             return
         self._closed = True
+        _, pending = concurrent.futures.wait(self._ready.values(), timeout=60)
+        for future in pending:
+            future.cancel()
         try:
             self.run(self.pool.close(), timeout=120)
         finally:
