@@ -27,23 +27,28 @@ def scripted_model(tokenizer, tasks, seed: int = 0):
 
     class Scripted(Qwen2ForCausalLM):
         def generate(self, input_ids=None, attention_mask=None, **kwargs):
-            sampled = super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            rows = []
-            for i, ids in enumerate(input_ids.tolist()):
-                text = tokenizer.decode(ids)
-                rows.append(sampled[i, input_ids.shape[1]:].tolist())
-                if "<tool_response>" in text and "git apply" in text and "Submitted" not in text:
-                    rows[-1] = self._say('<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>')
-                elif "<tool_response>" in text:
-                    rows[-1] = self._say("Done.")
-                elif i % G == 0:
-                    patch = next(p for key, p in patches.items() if key in text)
-                    call = {"name": "bash", "arguments": {"command": f"git apply <<'EOF'\n{patch}EOF"}}
-                    rows[-1] = self._say(f"<tool_call>\n{json.dumps(call)}\n</tool_call>")
+            rows = [self._script(i, tokenizer.decode(ids)) for i, ids in enumerate(input_ids.tolist())]
+            free = [i for i, r in enumerate(rows) if r is None]
+            if free:  # the random rollouts sample, briefly: their length is not what is under test
+                sampled = super().generate(input_ids=input_ids[free], attention_mask=attention_mask[free],
+                                           max_new_tokens=48, **kwargs)
+                for k, i in enumerate(free):
+                    rows[i] = sampled[k, input_ids.shape[1]:].tolist()
             width = max(len(r) for r in rows)
             pad = tokenizer.pad_token_id
             tail = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=input_ids.dtype)
             return torch.cat([input_ids, tail], dim=1)
+
+        def _script(self, i: int, text: str) -> list[int] | None:
+            if "<tool_response>" in text:
+                done = "git apply" not in text or "Submitted" in text
+                return self._say("Done." if done else
+                                 '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>')
+            if i % G:
+                return None
+            patch = next(p for key, p in patches.items() if key in text)
+            call = {"name": "bash", "arguments": {"command": f"git apply <<'EOF'\n{patch}EOF"}}
+            return self._say(f"<tool_call>\n{json.dumps(call)}\n</tool_call>")
 
         def _say(self, text: str) -> list[int]:
             return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
