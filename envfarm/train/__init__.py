@@ -8,5 +8,6 @@
 - `runners.py` runs the episodes: in the trainer's process (its own model generates) or on the
   Ray farm (a vLLM server generates).
 - `trainer_policies.py`: the trainer's own model as a policy, and the guided demonstrations.
+- `trl_environment.py`: the same tasks as TRL's `environment_factory` (TRL runs the tool loop).
 - `trainer.py` builds the GRPOTrainer; `cli.py` is `python -m envfarm.launch --train`.
 """
