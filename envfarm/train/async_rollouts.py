@@ -272,6 +272,11 @@ class AsyncFarmProducer:
         except RuntimeError:
             pass  # the loop is shutting down
 
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the producer, if anything did (a consumer that only polls needs to see it)."""
+        return self._error
+
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
             if self._error is None and not isinstance(exc, asyncio.CancelledError):

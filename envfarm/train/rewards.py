@@ -53,5 +53,11 @@ def combined(row: dict[str, Any], weights: RewardWeights) -> float | None:
     """The weighted reward of one row as the trainer sums it (for logs)."""
     if row["reward_masked"]:
         return None
-    values = {"resolved": float(row["resolved"]), "fail_to_pass": row["fail_to_pass"], "format": row["format_score"]}
+    values = term_values(row)
     return sum(w * values[name] for name, w in weights.active().items())
+
+
+def term_values(row: dict[str, Any]) -> dict[str, float]:
+    """Each reward term's unweighted value on one unmasked row (the same numbers the functions return)."""
+    return {"resolved": float(row["resolved"]), "fail_to_pass": float(row["fail_to_pass"]),
+            "format": float(row["format_score"])}
