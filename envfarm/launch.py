@@ -10,6 +10,8 @@ Examples:
   python -m envfarm.launch --envs 20000 --address auto         # a Ray cluster with Docker on every node
   python -m envfarm.launch --envs 64 --tasks my_tasks.jsonl --policy my_pkg.agent:MyPolicy --group-size 8
   python -m envfarm.launch --envs 8 --train --model ./my-model # GRPO on the farm (see --help of the flags)
+  python -m envfarm.launch --envs 8 --train --model ./my-model --async-rollouts --max-staleness 2
+  python -m envfarm.launch --envs 4 --backend local --allow-unisolated  # no Docker, NO isolation: trusted only
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from envfarm.env.config import EnvConfig
 from envfarm.errors import UserInputError
 from envfarm.farm.display import FarmDisplay
 from envfarm.farm.scheduler import EnvFarm, FarmConfig
+from envfarm.sandbox.backends import backend_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="episodes (each with its own sandbox) running at once across the farm (default: 8)")
     farm.add_argument("--address", default=None,
                       help="Ray cluster to join ('auto' for the one on this machine); absent: start a local Ray")
-    farm.add_argument("--backend", choices=["docker", "sim"], default="docker",
-                      help="docker: real containers; sim: modelled latencies, no containers (default: docker)")
+    farm.add_argument("--backend", choices=["docker", "sim", "local"], default="docker",
+                      help="docker: real containers; sim: modelled latencies, no containers; local: working "
+                           "copies on this machine, no Docker and NO isolation (needs --allow-unisolated) "
+                           "(default: docker)")
+    farm.add_argument("--allow-unisolated", action="store_true",
+                      help="acknowledge that --backend local isolates nothing: no container, no resource "
+                           "limits, no network cut, task files (gold patches) readable; trusted policies only")
     farm.add_argument("--hosts-per-node", type=int, default=1,
                       help="host actors per Ray node; each multiplexes many sandboxes (default: 1)")
     farm.add_argument("--warm-fraction", type=float, default=0.25,
@@ -104,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "default: 0)")
     train.add_argument("--farm-runner", choices=["local", "ray"], default="local",
                        help="local: episodes in the trainer's process; ray: on the Ray farm (needs --vllm-server)")
+    train.add_argument("--async-rollouts", action="store_true",
+                       help="play episodes while the optimizer steps (envfarm.train.async_rollouts) instead of "
+                            "batch by batch; in-process farm, the trainer's own model generates")
+    train.add_argument("--max-staleness", type=int, default=None,
+                       help="with --async-rollouts: optimizer steps a trained sample's weights may lag the "
+                            "trained ones; staler groups are dropped (default: 1; 0: on-policy)")
     return ap
 
 
@@ -130,7 +144,7 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
 
     check_spec(policy)
     env_config = EnvConfig.from_args(args)
-    cfg = FarmConfig(envs=args.envs, backend=args.backend, policy=policy,
+    cfg = FarmConfig(envs=args.envs, backend=backend_from_flags(args.backend, args.allow_unisolated), policy=policy,
                      policy_kwargs=parse_policy_args(args.policy_arg), hosts_per_node=args.hosts_per_node,
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
                      registry=args.registry, cpus_per_sandbox=args.cpus_per_sandbox,
@@ -144,14 +158,15 @@ async def run_farm(args: argparse.Namespace) -> int:
     from envfarm.rollout.store import TrajectoryStore
     from envfarm.tasks.loading import load, round_robin_by_project
 
+    cfg = farm_config(args)  # bad flags (an unacknowledged local backend) fail before any task loads
     tasks = round_robin_by_project(load(args.tasks))
     if args.limit_tasks:
         tasks = tasks[: args.limit_tasks]
-    cfg = farm_config(args)
     episodes = args.episodes or 2 * args.envs
     store = TrajectoryStore(Path(args.out) / cfg.run, manifest={
         "config": {k: v for k, v in vars(args).items()},
-        "farm": {**vars(cfg), "env_config": cfg.env_config.model_dump()}, "task_source": args.tasks,
+        "farm": {**vars(cfg), "env_config": cfg.env_config.model_dump(),
+                 "backend": cfg.backend_config.model_dump()}, "task_source": args.tasks,
         "n_tasks": len(tasks), "policy": cfg.policy, "episodes": episodes,
     })
     display = FarmDisplay(cfg, episodes, live=not args.no_live)
@@ -178,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input (one line on stderr naming what to fix), 130 interrupted."""
     args = build_parser().parse_args(argv)
     try:
+        if not args.train and (args.async_rollouts or args.max_staleness is not None):
+            flag = "--async-rollouts" if args.async_rollouts else "--max-staleness"
+            raise UserInputError(f"{flag} is a training option: add --train (and --model)")
         if args.train:
             from envfarm.train.cli import run_training
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envfarm.errors import UserInputError
 from envfarm.sandbox.base import SandboxBackend, SandboxFactory
 from envfarm.sandbox.sim_backend import SimProfile
 
@@ -111,6 +112,27 @@ def make_backend(config: str | Mapping[str, Any] | BaseModel) -> SandboxBackend:
     """The backend a config (or a name, or a dict with a `type`) asks for."""
     cfg = backend_config(config)
     return backend_class(cfg.type)(cfg)
+
+
+def backend_from_flags(name: str, allow_unisolated: bool = False) -> str | BackendConfig:
+    """The backend a command line's --backend and --allow-unisolated ask for, as FarmConfig and the
+    trainer take it; a UserInputError (naming the risk) where they may not have it.
+
+    The local backend is refused here, before anything starts, unless acknowledged (the flag or
+    ENVFARM_ALLOW_UNISOLATED=1): it runs the policy's commands on this machine unconfined. The
+    acknowledgement travels in the config (`allow_unisolated=True`), so Ray hosts, whose
+    environment may lack the variable, accept it.
+    """
+    if name != "local":
+        if allow_unisolated:
+            raise UserInputError(f"--allow-unisolated applies to --backend local only (not {name})")
+        return name
+    from envfarm.sandbox.local_backend import refusal_reason
+
+    reason = refusal_reason(LocalBackendConfig(allow_unisolated=allow_unisolated))
+    if reason:
+        raise UserInputError(f"--backend local refused: {reason}")
+    return LocalBackendConfig(allow_unisolated=True)
 
 
 def default_sandbox_factory(run: str = "adhoc") -> SandboxFactory:

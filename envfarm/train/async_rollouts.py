@@ -37,6 +37,7 @@ from envfarm.farm.host_episode import EpisodeSlot
 from envfarm.policy.base import Completion
 from envfarm.policy.oracle import is_oracle
 from envfarm.rollout.trajectory import Trajectory
+from envfarm.sandbox.backends import BackendConfig
 from envfarm.tasks.schema import Task
 from envfarm.train.config import TrainConfig
 from envfarm.train.groups import settle_groups
@@ -486,7 +487,7 @@ class AsyncTrainingRun:
 
 
 def build_async_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConfig, args: Any, *,
-                         max_staleness: int = 1, policy: Any = None, backend: str = "docker",
+                         max_staleness: int = 1, policy: Any = None, backend: str | BackendConfig = "docker",
                          sim_profile: dict[str, Any] | None = None, importance_correction: bool = True,
                          echo: bool = True) -> AsyncTrainingRun:
     """A GRPOTrainer fed by an `AsyncFarmProducer` on an in-process farm; the producer is running.

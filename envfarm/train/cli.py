@@ -1,4 +1,8 @@
-"""`python -m envfarm.launch --train --model PATH`: GRPO on the farm from the command line."""
+"""`python -m envfarm.launch --train --model PATH`: GRPO on the farm from the command line.
+
+Synchronous farm rollouts by default (envfarm.train.trainer); `--async-rollouts` plays episodes
+while the optimizer steps, within `--max-staleness` (envfarm.train.async_rollouts).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 from envfarm.env.config import EnvConfig
 from envfarm.errors import UserInputError
+from envfarm.sandbox.backends import BackendConfig, backend_from_flags
 from envfarm.train.config import RewardWeights, TrainConfig
 
 
@@ -26,7 +31,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _check(args: argparse.Namespace) -> None:
+def _check(args: argparse.Namespace) -> str | BackendConfig:
+    """Every flag the run depends on, before a model is loaded; returns the backend to use."""
     if not args.model:
         raise UserInputError("--train needs --model (a local model folder; nothing is downloaded)")
     if args.num_generations < 2:
@@ -35,16 +41,48 @@ def _check(args: argparse.Namespace) -> None:
         raise UserInputError("--demos-per-group must leave at least one episode of the model in each group")
     if args.vllm_server is None and args.farm_runner == "ray":
         raise UserInputError("--farm-runner ray needs --vllm-server: Ray hosts cannot reach the trainer's model")
+    _check_async(args)
+    return backend_from_flags(args.backend, args.allow_unisolated)
+
+
+def _check_async(args: argparse.Namespace) -> None:
+    """The asynchronous path generates with the trainer's own model on an in-process farm: say so
+    rather than silently ignore flags it cannot honour."""
+    if not args.async_rollouts:
+        if args.max_staleness is not None:
+            raise UserInputError("--max-staleness bounds asynchronous rollouts: add --async-rollouts")
+        return
+    if args.max_staleness is not None and args.max_staleness < 0:
+        raise UserInputError(f"--max-staleness must be 0 or more (optimizer steps), not {args.max_staleness}")
+    if args.vllm_server is not None:
+        raise UserInputError("--async-rollouts generates with the trainer's own model: drop --vllm-server")
+    if args.farm_runner != "local":
+        raise UserInputError("--async-rollouts runs its farm in the trainer's process: drop --farm-runner ray")
+
+
+def build_run(args: argparse.Namespace, model: Any, tokenizer: Any, tasks: list[Any], cfg: TrainConfig,
+              grpo_args: Any, backend: str | BackendConfig) -> Any:
+    """The trainer and its rollouts: asynchronous with --async-rollouts, synchronous otherwise."""
+    if args.async_rollouts:
+        from envfarm.train.async_rollouts import build_async_training
+
+        max_staleness = 1 if args.max_staleness is None else args.max_staleness
+        return build_async_training(model, tokenizer, tasks, cfg, grpo_args, max_staleness=max_staleness,
+                                    backend=backend)
+    from envfarm.train.trainer import build_training
+
+    return build_training(model, tokenizer, tasks, cfg, grpo_args, vllm_server=args.vllm_server,
+                          runner=args.farm_runner, backend=backend, tokenizer_path=args.model, address=args.address)
 
 
 def run_training(args: argparse.Namespace) -> int:
     """Train; returns the exit status. Checkpoints, `train_log.jsonl` and the final model go to --output-dir."""
-    _check(args)
+    backend = _check(args)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
 
     from envfarm.tasks.loading import load
-    from envfarm.train.trainer import build_training, grpo_config
+    from envfarm.train.trainer import grpo_config
 
     tasks = load(args.tasks)
     if args.limit_tasks:
@@ -63,9 +101,7 @@ def run_training(args: argparse.Namespace) -> int:
         resume = get_last_checkpoint(str(out)) if out.is_dir() else None
         if resume is None:
             print(f"--resume: no checkpoint in {out}; starting fresh", file=sys.stderr)
-    run = build_training(model, tokenizer, tasks, cfg, grpo_args, vllm_server=args.vllm_server,
-                         runner=args.farm_runner, backend=args.backend, tokenizer_path=args.model,
-                         address=args.address)
+    run = build_run(args, model, tokenizer, tasks, cfg, grpo_args, backend)
     try:
         run.trainer.train(resume_from_checkpoint=resume)
         run.trainer.save_model(str(out / "final"))
@@ -76,7 +112,11 @@ def run_training(args: argparse.Namespace) -> int:
     finally:
         run.close()
     summary = {"steps": run.trainer.state.global_step, "log": str(run.steplog.path), "final": str(out / "final"),
-               "pass_rate": [r["pass_rate"] for r in run.steplog.records]}
+               "pass_rate": [r["pass_rate"] for r in run.steplog.records],
+               "rollouts": "async" if args.async_rollouts else "sync"}
+    producer = getattr(run, "producer", None)
+    if producer is not None:  # what the staleness bound did: histogram, drops, reuse
+        summary["async"] = {"max_staleness": producer.max_staleness, **producer.stats()}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return 0

@@ -25,13 +25,15 @@ from envfarm.env.loop_thread import LoopThread
 from envfarm.farm.host import EnvHostImpl, HostConfig
 from envfarm.farm.host_episode import EpisodeSlot
 from envfarm.rollout.trajectory import Trajectory
+from envfarm.sandbox.backends import BackendConfig
 from envfarm.tasks.schema import Task
 from envfarm.train.trainer_policies import PolicyRouter
 
 
 class InProcessRunner:
-    def __init__(self, policy: Any, *, envs: int, env_config: EnvConfig, run: str, backend: str = "docker",
-                 max_retries: int = 1, demo_policy: Callable[[Any], Any] | None = None, demos_per_group: int = 0,
+    def __init__(self, policy: Any, *, envs: int, env_config: EnvConfig, run: str,
+                 backend: str | BackendConfig = "docker", max_retries: int = 1,
+                 demo_policy: Callable[[Any], Any] | None = None, demos_per_group: int = 0,
                  warm_fraction: float = 1.0, sim_profile: dict[str, Any] | None = None) -> None:
         self.router = PolicyRouter(policy)
         self.max_retries = max_retries

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from envfarm.sandbox.backends import BackendConfig
 from envfarm.tasks.schema import Task
 from envfarm.train.config import TrainConfig
 from envfarm.train.rewards import reward_funcs
@@ -67,7 +68,7 @@ def grpo_config(cfg: TrainConfig, output_dir: str, *, groups_per_step: int = 1, 
 
 
 def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConfig, args: Any, *,
-                   vllm_server: str | None = None, runner: str = "local", backend: str = "docker",
+                   vllm_server: str | None = None, runner: str = "local", backend: str | BackendConfig = "docker",
                    tokenizer_path: str | None = None, address: str | None = None, echo: bool = True) -> TrainingRun:
     """A ready GRPOTrainer (`run.trainer.train()`), its rollout function, step log and episode runner."""
     from trl import GRPOTrainer
