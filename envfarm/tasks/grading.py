@@ -319,30 +319,44 @@ def _make_guard(nonce: str) -> _Guard:
 async def _read_record(sandbox: Sandbox, path: str, attempts: int = 3) -> str:
     """The guard's record through the engine's archive API, not a program in the sandbox (where
     the tests run as root, in public images, they could have replaced `cat`); "" when the tests
-    left no such file. A failed request to the engine (a stale connection after an engine
-    restart) is asked again, then is the engine's fault, never a missing record."""
+    left no such file or made it unreadable (the engine answers with an error: a symlink loop
+    where its folder was). A request the engine never answered (a stale connection after an
+    engine restart) is asked again, then is the engine's fault, never a missing record."""
     for attempt in range(attempts):
         try:
             return (await sandbox.read_file(path)).decode("utf-8", errors="replace")[:4 << 20]
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileTooLargeError):
             return ""
         except OSError as exc:
+            if getattr(exc, "response", None) is not None:  # the engine answered: the tests broke the path
+                return ""
             if attempt == attempts - 1:
                 raise SandboxError(f"cannot read the guard's record from sandbox {sandbox.id}: {exc}") from exc
             await asyncio.sleep(0.5 * (attempt + 1))
     return ""
 
 
+# Kills every process the tests left (builtins only, nothing forked, no trace lines in the log),
+# keeping PID 1, this script ($$) and the session's shell ($PPID).
+END_OF_TESTS = (
+    "{ __ef_x=$-; set +x; } 2>/dev/null; for __ef_p in /proc/[0-9]*; do __ef_p=${__ef_p#/proc/}; "
+    "case $__ef_p in 1|$$|$PPID) ;; *) kill -9 \"$__ef_p\" 2>/dev/null;; esac; done; "
+    "case $__ef_x in *x*) set -x;; esac"
+)
+
+
 def harness_script(task: Task, setup: str = "") -> str:
     """swebench's eval script, with `setup` (the guard's environment) just before the start
     marker, ending with the test command's own exit status.
 
-    Output after the end marker is discarded: programs of the image that the script runs after
-    the tests (its `git checkout`) may have been replaced by the tested code where it runs as
-    the files' owner (root in public images). swebench's rendering records the status after the
-    end marker; here the script also exits with it, so that the status reaches the host through
-    the session's own protocol (a random marker per command), not through a line the code under
-    test could print as well.
+    When the tests are over, every process but PID 1, the session's shell and the script's own
+    is killed (END_OF_TESTS) and the script ends at the end marker: the tested code may have
+    left a process behind to write forged results into the session's output, or replaced the
+    programs the script runs after the tests (its `git checkout`, restoring files in a container
+    about to be removed) where it runs as their owner (root in public images). swebench's
+    rendering records the status after the end marker; here the script also exits with it, so
+    that the status reaches the host through the session's own protocol (a random marker per
+    command), not through a line the code under test could print as well.
     """
     script = make_test_spec(task.swebench_instance()).eval_script
     if setup:
@@ -352,8 +366,8 @@ def harness_script(task: Task, setup: str = "") -> str:
             script = "\n".join([*lines[:at], setup, *lines[at:]])
     lines = script.split("\n")
     end = next((i for i, line in enumerate(lines) if END_TEST_OUTPUT in line), None)
-    if end is not None:  # what runs after the tests prints nothing into the log swebench parses
-        script = "\n".join([*lines[:end + 1], "exec >/dev/null 2>&1", *lines[end + 1:]])
+    if end is not None:  # nothing of the tests outlives them, and nothing runs after them
+        script = "\n".join([*lines[:end], END_OF_TESTS, lines[end], "exec >/dev/null 2>&1"])
     if TEST_EXIT_CODE_VAR in script:
         script = script.rstrip("\n") + f'\nexit "${{{TEST_EXIT_CODE_VAR}:-1}}"\n'
     return script
@@ -412,15 +426,34 @@ _PASSING = {"PASSED", "XFAIL"}
 _GUARD_PASSING = {"passed", "xfailed", "xpassed"}
 
 
+def conflicting_reports(log: str, tests: list[str]) -> list[str]:
+    """Tests of `tests` that the log reports both failing and passing. pytest reports each test
+    once; a second, passing line is someone else's (a process the tests left behind writing into
+    the session's output). Ids cut at a space (an unclosed `[`) name several tests: not judged."""
+    failing: set[str] = set()
+    passing: set[str] = set()
+    wanted = {t for t in tests if t.count("[") == t.count("]")}
+    for line in log.split("\n"):
+        words = line.split()
+        if len(words) > 1 and words[1] in wanted:
+            if words[0] in ("FAILED", "ERROR"):
+                failing.add(words[1])
+            elif words[0] in ("PASSED", "XFAIL"):
+                passing.add(words[1])
+    return sorted(failing & passing)
+
+
 def guard_findings(task: Task, result: GradeResult, record: dict | None, log: str) -> list[str]:
     """Compare the pytest guard's record with the parsed log; reasons it disagrees, or []."""
     pytest_ran = "test session starts" in log
+    both = conflicting_reports(log, task.FAIL_TO_PASS + task.PASS_TO_PASS) if pytest_ran else []
+    reported_twice = [f"the log reports {len(both)} test(s) both failed and passed: {both[:3]}"] if both else []
     if record is None:
         if pytest_ran and result.tests_ran:
             return ["pytest ran but ended without the guard's record (os._exit, a replaced session "
-                    "or a removed record)"]
-        return []
-    findings = [f"replaced during the test run: {name}" for name in record.get("changed", [])]
+                    "or a removed record)", *reported_twice]
+        return reported_twice
+    findings = reported_twice + [f"replaced during the test run: {name}" for name in record.get("changed", [])]
     seen: dict[str, str] = {}
     for nodeid, outcome in record["outcomes"].items():
         for key in (nodeid, nodeid.split(" ")[0]):
