@@ -77,7 +77,13 @@ def run_swebench(rows: Path, predictions: Path, run_id: str, workers: int, cwd: 
            "--timeout", str(timeout), "--report_dir", ".",
            "--open_file_limit", str(hard if hard != resource.RLIM_INFINITY else 65536)]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    for _ in range(3):
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        # make_run_report inspects every container it listed: one that removed itself in between
+        # (any auto-removing container on the machine) ends the run; run again, it reuses the
+        # instances' reports and only writes the run report
+        if proc.returncode == 0 or "No such container" not in proc.stderr:
+            break
     wall = time.perf_counter() - started
     reports = sorted(cwd.glob(f"*.{run_id}.json"))
     if proc.returncode != 0 or not reports:

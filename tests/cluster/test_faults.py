@@ -67,7 +67,10 @@ def test_ctrl_c_keeps_finished_trajectories_and_leaves_no_container(tmp_path: Pa
     proc = subprocess.Popen([sys.executable, "-m", "envfarm.launch", "--envs", "2", "--episodes", "40",
                              "--tasks", str(BUILTIN_DIR / "fixtures.jsonl"), "--out", str(out), "--run", run,
                              "--no-live", "--max-turns", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as a foreground command gets it: a shell without job control starts
+                            # background jobs with SIGINT ignored, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run_dir = out / run
     deadline = time.time() + 240
     try:
