@@ -26,6 +26,7 @@ def test_the_driver_runs_sync_and_async_steps_on_cpu_and_prints_its_figures() ->
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["device"] == "cpu" and result["backend"] == "local"
+    assert result["ray_imported"] is False
     for mode in ("sync", "async"):
         figures = result[mode]
         assert figures["steps"] == 1 and figures["samples"] == 2
