@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -229,10 +230,9 @@ class EnvHostImpl:
 
 def _node_id() -> str:
     """The Ray node this host runs on (several Ray nodes can share one machine and hostname)."""
+    ray = sys.modules.get("ray")  # never imported: no Ray runtime here (and no seconds spent importing it)
     try:
-        import ray
-
-        if ray.is_initialized():
+        if ray is not None and ray.is_initialized():
             return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside Ray the hostname will do
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -13,6 +14,10 @@ class HostMetrics:
 
     def __init__(self, host_id: str) -> None:
         self._tags = {"host": host_id}
+        self.enabled = False
+        ray = sys.modules.get("ray")  # never imported: not a Ray worker, so no metrics (nor seconds of import)
+        if ray is None or not ray.is_initialized():
+            return
         try:
             from ray.util import metrics
 
