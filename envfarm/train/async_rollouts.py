@@ -50,6 +50,7 @@ _turn_versions: contextvars.ContextVar[list[int] | None] = contextvars.ContextVa
                                                                                    default=None)
 
 PlayFn = Callable[[Task, EpisodeSlot], Awaitable[Trajectory]]
+STOP_WAIT_S = 10.0  # how long stop() waits for the episodes in flight to end
 
 
 class PolicyVersion:
@@ -333,8 +334,12 @@ class AsyncFarmProducer:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-            try:
-                asyncio.run_coroutine_threadsafe(cancel(), self._loop).result(120)
+            try:  # an episode stuck in its cancellation is left to the runner's close (its host
+                # removes the sandboxes it made); stopping does not wait for it
+                asyncio.run_coroutine_threadsafe(cancel(), self._loop).result(STOP_WAIT_S)
+            except TimeoutError:
+                log.warning("the rollout producer's episodes did not end within %s s of the stop; "
+                            "left to the runner's close", STOP_WAIT_S)
             except Exception:  # noqa: BLE001 - stopping must not raise over the trainer's own error
                 log.exception("stopping the rollout producer")
 
