@@ -23,10 +23,10 @@ import subprocess
 from pathlib import Path
 
 from envfarm.sandbox.docker_backend import docker_client
+from envfarm.sandbox.images import _build_rootfs_image
 from envfarm.tasks.loading import load_builtin
 from envfarm.tasks.schema import Task
 
-ROOTFS = "envfarm/rootfs:bookworm"
 SOURCE_IMAGE = "envfarm/repo-inflection:0.5.1"
 FIX_MESSAGE = "Fix the regression (upstream fix, do not leak)"
 HEREDOC = "EOF_114329324912"
@@ -95,7 +95,8 @@ def _build(variant: str, task: Task, tree: bytes, workdir: Path) -> str:
     (ctx / "ctx" / "bug.diff").write_text(task.bug_patch)
     (ctx / "ctx" / "fix.diff").write_text(task.patch)
     bug = "true" if variant == "smith" else BUG_COMMIT  # SWE-smith's images hold the clean repository
-    (ctx / "Dockerfile").write_text(DOCKERFILE.format(rootfs=ROOTFS, extra=VARIANTS[variant], bug=bug))
+    rootfs = _build_rootfs_image()  # present where the base image was built offline; made here otherwise
+    (ctx / "Dockerfile").write_text(DOCKERFILE.format(rootfs=rootfs, extra=VARIANTS[variant], bug=bug))
     proc = subprocess.run(["docker", "build", "-q", "-t", tag, str(ctx)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"building {tag} failed: {proc.stderr[-2000:]}")
