@@ -427,19 +427,20 @@ _GUARD_PASSING = {"passed", "xfailed", "xpassed"}
 
 
 def conflicting_reports(log: str, tests: list[str]) -> list[str]:
-    """Tests of `tests` that the log reports both failing and passing. pytest reports each test
-    once; a second, passing line is someone else's (a process the tests left behind writing into
-    the session's output). Ids cut at a space (an unclosed `[`) name several tests: not judged."""
+    """Tests (whole pytest node ids, of the ones `tests` names) that the log reports both failing
+    and passing. pytest reports each test once; a second, passing line is someone else's (a
+    process the tests left behind writing into the session's output). Node ids are read whole
+    (`FAILED <id> - <message>`, `PASSED <id>`), not cut at a space as swebench's parser does, so
+    two parametrizations that share a cut id are not taken for one test."""
     failing: set[str] = set()
     passing: set[str] = set()
-    wanted = {t for t in tests if t.count("[") == t.count("]")}
+    wanted = tuple(tests)
     for line in log.split("\n"):
-        words = line.split()
-        if len(words) > 1 and words[1] in wanted:
-            if words[0] in ("FAILED", "ERROR"):
-                failing.add(words[1])
-            elif words[0] in ("PASSED", "XFAIL"):
-                passing.add(words[1])
+        status, _, rest = line.partition(" ")
+        if status not in ("FAILED", "ERROR", "PASSED", "XFAIL") or not rest.startswith(wanted):
+            continue
+        node = rest.split(" - ")[0].strip()
+        (failing if status in ("FAILED", "ERROR") else passing).add(node)
     return sorted(failing & passing)
 
 
