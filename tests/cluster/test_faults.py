@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import docker.errors
 import pytest
 import ray
 
@@ -32,6 +33,19 @@ def local_ray():
     ray.shutdown()
 
 
+def kill_one_running_container(run: str) -> bool:
+    """`docker kill` the first container of `run` still running; one may end between listing and kill."""
+    for container in list_containers(**{LABEL_RUN: run}):
+        if container.status != "running":
+            continue
+        try:
+            docker_client().api.kill(container.id)
+            return True
+        except docker.errors.APIError:  # ended (409) or removed (404) since it was listed
+            continue
+    return False
+
+
 def test_host_process_and_agent_container_killed_mid_run(local_ray, fixture_tasks):
     """SIGKILL to a host actor's process and `docker kill` of a running agent container."""
     cfg = FarmConfig(envs=4, backend="docker", policy="scripted", hosts_per_node=2, warm_fraction=0.0,
@@ -44,9 +58,7 @@ def test_host_process_and_agent_container_killed_mid_run(local_ray, fixture_task
             async for rec in farm.run(fixture_tasks, group_size=2, episodes=8):
                 records.append(rec)
                 if len(records) == 1:
-                    running = [c for c in list_containers(**{LABEL_RUN: cfg.run}) if c.status == "running"]
-                    if running:
-                        docker_client().api.kill(running[0].id)
+                    if kill_one_running_container(cfg.run):
                         faults.append("container")
                     os.kill(pids[1], signal.SIGKILL)
                     faults.append("host")
