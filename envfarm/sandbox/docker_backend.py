@@ -180,14 +180,7 @@ class DockerSandbox:
                      task: str = "") -> DockerSandbox:
         labels = {LABEL: "1", LABEL_OWNER: owner or default_owner(), LABEL_RUN: run,
                   LABEL_TASK: task, LABEL_CREATED: f"{time.time():.0f}", **spec.labels}
-        from envfarm.sandbox.foreign_images import adapt_image
-
-        image = await _in_thread(adapt_image, spec.image, spec.base_commit, spec.activation)
-        if image != spec.image:
-            spec = dataclasses.replace(spec, image=image)
-        if spec.user is None:  # the image's own user (PID 1 runs as root whatever the image says)
-            spec = dataclasses.replace(spec, user=await _in_thread(image_user, spec.image))
-        container = await _in_thread(_start_container, spec, labels)
+        spec, container = await _in_thread(_resolve_and_start, spec, labels)
         sandbox = cls(container, spec)
         try:
             await sandbox._session.start(spec.workdir)
@@ -513,6 +506,19 @@ class DockerSandbox:
     async def _exec_exit_code(self, exec_id: str) -> int | None:
         info = await _in_thread(self._api.exec_inspect, exec_id)
         return info.get("ExitCode")
+
+
+def _resolve_and_start(spec: SandboxSpec, labels: dict[str, str]) -> tuple[SandboxSpec, Any]:
+    """The spec made concrete (an image envfarm did not build adapted, `user=None` as the image's
+    own user) and its container started: one trip to a worker thread per create."""
+    from envfarm.sandbox.foreign_images import adapt_image
+
+    image = adapt_image(spec.image, spec.base_commit, spec.activation)
+    if image != spec.image:
+        spec = dataclasses.replace(spec, image=image)
+    if spec.user is None:  # the image's own user (PID 1 runs as nobody whatever the image says)
+        spec = dataclasses.replace(spec, user=image_user(spec.image))
+    return spec, _start_container(spec, labels)
 
 
 def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
