@@ -8,6 +8,7 @@
     owner's lease connection is closed as a dying process's would be, nothing else is done.
 
     python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--json]
+    python scripts/bench_sandbox.py --density [--density-cap 600] [--json]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import docker.errors
+import sandbox_density
 from benchlib import pct, phase_medians, report
 
 from envfarm.env.patch import extract_patch
@@ -135,9 +137,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1000, help="session round trips")
     ap.add_argument("--lifecycles", type=int, default=20, help="create+close cycles")
     ap.add_argument("--gradings", type=int, default=5, help="gradings of one task")
+    ap.add_argument("--density", action="store_true",
+                    help="only the density run: live sandboxes added until one answers slower than 1 s "
+                         "or memory runs low (see scripts/sandbox_density.py)")
+    ap.add_argument("--density-cap", type=int, default=600, help="most sandboxes the density run adds")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
-    figures = asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
+    if args.density:
+        figures = asyncio.run(sandbox_density.measure(cap=args.density_cap))
+    else:
+        figures = asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
     report(figures, args.json)
 
 
