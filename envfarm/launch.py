@@ -142,10 +142,11 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
     policy = args.policy or ("sim" if args.backend == "sim" else "scripted")
     from envfarm.policy.loader import check_spec
 
-    check_spec(policy)
+    policy_kwargs = parse_policy_args(args.policy_arg)
+    check_spec(policy, policy_kwargs)  # refused here, before a host or sandbox starts
     env_config = EnvConfig.from_args(args)
     cfg = FarmConfig(envs=args.envs, backend=backend_from_flags(args.backend, args.allow_unisolated), policy=policy,
-                     policy_kwargs=parse_policy_args(args.policy_arg), hosts_per_node=args.hosts_per_node,
+                     policy_kwargs=policy_kwargs, hosts_per_node=args.hosts_per_node,
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
                      registry=args.registry, cpus_per_sandbox=args.cpus_per_sandbox,
                      memory_per_sandbox=args.memory_per_sandbox)
