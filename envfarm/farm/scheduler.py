@@ -117,12 +117,20 @@ class EnvFarm:
         if self.config.max_hosts:
             placements = placements[: self.config.max_hosts]
         placements = placements[: max(1, self.config.envs)]
-        n_hosts = len(placements)
+        for node_id, host_cfg in zip(placements, self.host_configs(len(placements)), strict=True):
+            self.hosts.append(self._spawn_host(host_cfg, node_id, self._host_runtime_env))
+            self.host_cfgs.append(host_cfg)
+            self.scheduling.add_host(node_id, host_cfg.slots)
+        await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+
+    def host_configs(self, n_hosts: int) -> list[HostConfig]:
+        """The config of each of `n_hosts` hosts: `envs` slots spread evenly, the rest shared."""
         base, extra = divmod(self.config.envs, n_hosts)
-        slots = [base + (1 if i < extra else 0) for i in range(n_hosts)]
         max_starting, rate = self.config.admission()
-        for i, (node_id, n_slots) in enumerate(zip(placements, slots, strict=True)):
-            host_cfg = HostConfig(
+        cfgs = []
+        for i in range(n_hosts):
+            n_slots = base + (1 if i < extra else 0)
+            cfgs.append(HostConfig(
                 host_id=f"{self.config.run}/host-{i}", run=self.config.run, slots=n_slots,
                 backend=self.config.backend_config, warm_size=math.ceil(n_slots * self.config.warm_fraction),
                 max_starting=max_starting, create_rate=rate, policy=self.config.policy,
@@ -131,11 +139,8 @@ class EnvFarm:
                 sim_profile=self.config.sim_profile,
                 cpus_per_sandbox=self.config.cpus_per_sandbox, memory_per_sandbox=self.config.memory_per_sandbox,
                 registry=self.config.registry,
-            )
-            self.hosts.append(self._spawn_host(host_cfg, node_id, self._host_runtime_env))
-            self.host_cfgs.append(host_cfg)
-            self.scheduling.add_host(node_id, n_slots)
-        await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+            ))
+        return cfgs
 
     @staticmethod
     def _spawn_host(host_cfg: HostConfig, node_id: str, runtime_env: dict[str, Any] | None = None) -> Any:
