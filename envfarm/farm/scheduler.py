@@ -32,6 +32,8 @@ __all__ = ["EnvFarm", "Episode", "FarmConfig", "FarmCounters", "GroupState"]
 
 log = logging.getLogger(__name__)
 
+PLACEMENTS_PER_YIELD = 64  # episodes placed between two chances for the calls to go out
+
 
 @dataclass
 class FarmConfig:
@@ -252,7 +254,7 @@ class EnvFarm:
         pending: collections.deque[Episode] = collections.deque()
         source = iter(sched.episodes_for(tasks, group_size, episodes))
         done_q: asyncio.Queue[tuple[Episode, int, Trajectory | BaseException | None]] = asyncio.Queue()
-        inflight = 0
+        inflight = placed = 0
         exhausted = False
         rows: dict[str, dict[str, Any]] = {}
         loop = asyncio.get_running_loop()
@@ -289,6 +291,11 @@ class EnvFarm:
                 sched.started(host)
                 inflight += 1
                 loop.create_task(call(ep, host))
+                placed += 1
+                if placed % PLACEMENTS_PER_YIELD == 0:
+                    # let the calls placed so far go out while the rest are placed: in a burst
+                    # of 20,000 the last placement comes seconds after the first
+                    await asyncio.sleep(0)
             if inflight == 0:
                 if exhausted and not pending:
                     return

@@ -49,9 +49,9 @@ class SimProfile:
     resolve_rate: float = 0.5  # odds that sim grading says resolved
     create_failure_rate: float = 0.0  # odds that a create fails (an infrastructure fault)
     time_scale: float = 1.0  # multiply every latency (0 makes the backend instant)
-    # (concurrent creates, seconds) of a real engine (envfarm.sandbox.sim_engine): when set, a
-    # create's median is the curve's latency at the creates then in flight on this backend's
-    # engine (one per backend, i.e. per host), instead of create_s
+    # (concurrent creates, seconds) of a real engine (envfarm.sandbox.sim_engine): when set,
+    # creates share this backend's modelled engine (one per backend, i.e. per host) and take
+    # what the curve gives for the creates in flight, instead of create_s
     create_curve: tuple[tuple[int, float], ...] = ()
 
     def draw(self, median: float, rng: random.Random) -> float:
@@ -146,6 +146,7 @@ class SimBackend(SandboxBackend):
         self.config = config or SimBackendConfig()
         curve = self.config.profile.create_curve
         self.engine = SimEngine(EngineCurve(tuple(map(tuple, curve)))) if curve else None
+        self._rng = random.Random()
 
     @property
     def profile(self) -> SimProfile:
@@ -155,11 +156,8 @@ class SimBackend(SandboxBackend):
                      run: str = "adhoc") -> Sandbox:
         if self.engine is None:
             return await SimSandbox.create(spec, self.profile)
-        seconds = self.engine.begin()
-        try:
-            return await SimSandbox.create(spec, self.profile, create_s=seconds)
-        finally:
-            self.engine.end()
+        await self.engine.create(self.profile.draw(1.0, self._rng))  # the curve's median, with the spread
+        return await SimSandbox.create(spec, self.profile, create_s=0.0)
 
     def admission(self, max_starting: int | None = None, create_rate: float | None = None) -> tuple[int, float]:
         """With an engine model, at most its best level in flight (envfarm.sandbox.sim_engine)."""
