@@ -88,8 +88,8 @@ def check_spec(spec: str, kwargs: dict[str, Any] | None = None) -> None:
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as exc:
-        raise PolicyLoadError(f"policy {spec!r} takes no such arguments {sorted(kwargs)}: {exc} "
-                              f"(it takes {inspect.signature(cls)})") from None
+        raise PolicyLoadError(f"policy {spec!r}: --policy-arg {sorted(kwargs) or 'none'} does not fit "
+                              f"{cls.__name__}{inspect.signature(cls)}: {exc}") from None
 
 
 def load_policy(spec: str | Any, **kwargs: Any) -> Policy:

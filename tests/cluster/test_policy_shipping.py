@@ -17,6 +17,8 @@ from envfarm.farm.scheduler import EnvFarm, FarmConfig
 from envfarm.policy.shipping import code_to_ship
 from envfarm.tasks.loading import load_builtin
 
+pytestmark = pytest.mark.slow  # a two-node Ray cluster: 30 to 60 s on a 2-core machine
+
 FAST = {"create_s": 0.02, "close_s": 0.005, "grade_s": 0.05, "exec_s": 0.0002}
 PLUGIN = '''
 import json
