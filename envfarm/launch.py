@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "1, 2, 4 ... s (default: 3)")
     farm.add_argument("--registry", default=None,
                       help="registry to pull task images from on nodes that lack them (else: build or ship)")
+    farm.add_argument("--max-starting", type=int, default=None,
+                      help="sandbox creates in flight per host at most (default: the backend's; Docker: 8); "
+                           "a node's best level: scripts/bench_farm.py --calibrate-engine (docs/CLUSTER.md)")
     farm.add_argument("--cpus-per-sandbox", type=float, default=1.0, help="CPU limit of each sandbox (default: 1)")
     farm.add_argument("--memory-per-sandbox", default="2g", help="memory limit of each sandbox (default: 2g)")
 
@@ -65,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--limit-tasks", type=int, default=None, help="use only the first N tasks")
     work.add_argument("--policy", default=None,
                       help="'scripted' (solves tasks from their gold patch), 'openai', 'transformers', 'sim', "
-                           "or any 'package.module:attr' (default: scripted; sim with --backend sim)")
+                           "or any 'package.module:attr', built once here to check it, its package shipped to "
+                           "every node (default: scripted; sim with --backend sim)")
     work.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
                       help="keyword argument for the policy (repeatable; values parsed as JSON when they can be)")
     work.add_argument("--group-size", type=int, default=1,
@@ -137,17 +141,20 @@ def parse_policy_args(pairs: list[str]) -> dict[str, Any]:
 def farm_config(args: argparse.Namespace) -> FarmConfig:
     if args.envs < 1:
         raise UserInputError("--envs must be at least 1")
+    if args.max_starting is not None and args.max_starting < 1:
+        raise UserInputError("--max-starting must be at least 1")
     if args.group_size < 1:
         raise UserInputError("--group-size must be at least 1")
     policy = args.policy or ("sim" if args.backend == "sim" else "scripted")
     from envfarm.policy.loader import check_spec
 
-    check_spec(policy)
+    policy_kwargs = parse_policy_args(args.policy_arg)
+    check_spec(policy, policy_kwargs)  # refused here, before a host or sandbox starts
     env_config = EnvConfig.from_args(args)
     cfg = FarmConfig(envs=args.envs, backend=backend_from_flags(args.backend, args.allow_unisolated), policy=policy,
-                     policy_kwargs=parse_policy_args(args.policy_arg), hosts_per_node=args.hosts_per_node,
+                     policy_kwargs=policy_kwargs, hosts_per_node=args.hosts_per_node,
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
-                     registry=args.registry, cpus_per_sandbox=args.cpus_per_sandbox,
+                     registry=args.registry, max_starting=args.max_starting, cpus_per_sandbox=args.cpus_per_sandbox,
                      memory_per_sandbox=args.memory_per_sandbox)
     if args.run:
         cfg.run = args.run

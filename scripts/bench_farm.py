@@ -8,8 +8,12 @@
     the ratio to (a);
 (c) real Docker on this machine: the most concurrent sandboxes that stay healthy (every one
     answers a command within a second) up to --docker-max, and warm-pool acquire vs cold create.
+(d) with --creation-scale: creation at cluster scale, simulated (ROCK's protocol on 250 / 313
+    modelled nodes; see scripts/creation_scale.py); --calibrate-engine first re-measures the
+    engine curve it models.
 
     python scripts/bench_farm.py [--sim-envs 20000] [--per-actor-envs 48] [--docker-max 120] [--json]
+    python scripts/bench_farm.py --sim-envs 0 --per-actor-envs 0 --docker-max 0 --creation-scale --json
 """
 
 from __future__ import annotations
@@ -207,6 +211,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def creation_section(args: argparse.Namespace) -> dict[str, Any]:
+    """(d): calibrate the engine model on this machine's engine, and/or run the creation table."""
+    figures: dict[str, Any] = {}
+    if args.calibrate_engine:
+        from engine_calibration import calibrate
+
+        figures.update(asyncio.run(calibrate(args.calibrate_rounds)))
+    if args.creation_scale:
+        from creation_scale import creation_scale
+
+        levels = tuple(int(n) for n in args.creation_scale.split(","))
+        figures.update(creation_scale(levels, tuple(args.creation_caps.split(","))))
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sim-envs", type=int, default=20000, help="(a) concurrent sim environments (0: skip)")
@@ -216,9 +235,19 @@ def main() -> None:
     ap.add_argument("--docker-max", type=int, default=120, help="(c) most sandboxes to try (0: skip Docker)")
     ap.add_argument("--docker-step", type=int, default=20, help="(c) sandboxes added per step")
     ap.add_argument("--pool-samples", type=int, default=20, help="(c) warm and cold acquisitions to time")
+    ap.add_argument("--creation-scale", nargs="?", const="1000,4000,8000,16000,20000", default=None,
+                    metavar="N,N,...", help="(d) simulated creations at cluster scale, at these levels "
+                    "(default levels: ROCK's 1000,4000,8000,16000,20000)")
+    ap.add_argument("--creation-caps", default="curve,docker", metavar="CAP,CAP",
+                    help="(d) creates in flight per node, one run of the levels each: 'curve' (the engine "
+                    "curve's best level), 'docker' (the Docker backend's default) or a number (default: both)")
+    ap.add_argument("--calibrate-engine", action="store_true",
+                    help="(d) measure this machine's engine (create latency at 1-16 at once) and store the curve")
+    ap.add_argument("--calibrate-rounds", type=int, default=4, help="(d) rounds per concurrency level")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
-    figures = asyncio.run(main_async(args))
+    figures = asyncio.run(main_async(args)) if args.sim_envs or args.per_actor_envs or args.docker_max else {}
+    figures.update(creation_section(args))
     report(figures, args.json)
 
 

@@ -8,7 +8,6 @@ spacing creates keeps the engine responsive and the tail latency bounded.
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
 
 
@@ -35,7 +34,7 @@ class AdmissionControl:
             self.waiting -= 1
         try:
             async with self._lock:
-                now = time.monotonic()
+                now = asyncio.get_running_loop().time()  # the loop's clock (a simulation's may be virtual)
                 delay = self._next_at - now
                 self._next_at = max(now, self._next_at) + 1.0 / self.rate
             if delay > 0:

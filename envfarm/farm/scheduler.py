@@ -32,6 +32,8 @@ __all__ = ["EnvFarm", "Episode", "FarmConfig", "FarmCounters", "GroupState"]
 
 log = logging.getLogger(__name__)
 
+PLACEMENTS_PER_YIELD = 64  # episodes placed between two chances for the calls to go out
+
 
 @dataclass
 class FarmConfig:
@@ -82,6 +84,7 @@ class EnvFarm:
         self._closing = False
         self.hosts_replaced = 0
         self._started_ray = False
+        self._host_runtime_env: dict[str, Any] | None = None  # see start()
 
     @property
     def counters(self) -> FarmCounters:
@@ -95,11 +98,16 @@ class EnvFarm:
     async def start(self) -> None:
         import ray
 
+        from envfarm.policy.shipping import policy_runtime_env, uploaded_runtime_env
+
+        code = policy_runtime_env(self.config.policy)  # a plug-in policy's code, for every node
         if not ray.is_initialized():
             # "local": a Ray of its own, never one that already runs on this machine (`ray start`, a test's)
             ray.init(address=self.address or "local", logging_level="ERROR", log_to_driver=False,
-                     include_dashboard=False if self.address is None else None)
+                     include_dashboard=False if self.address is None else None, runtime_env=code)
             self._started_ray = True
+        elif code:  # a Ray started by the caller: upload the code and hand it to each host
+            self._host_runtime_env = await asyncio.to_thread(uploaded_runtime_env, code)
         if make_backend(self.config.backend_config).leaves_orphans:
             from envfarm.farm.reaper import gc_cluster
 
@@ -111,12 +119,20 @@ class EnvFarm:
         if self.config.max_hosts:
             placements = placements[: self.config.max_hosts]
         placements = placements[: max(1, self.config.envs)]
-        n_hosts = len(placements)
+        for node_id, host_cfg in zip(placements, self.host_configs(len(placements)), strict=True):
+            self.hosts.append(self._spawn_host(host_cfg, node_id, self._host_runtime_env))
+            self.host_cfgs.append(host_cfg)
+            self.scheduling.add_host(node_id, host_cfg.slots)
+        await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+
+    def host_configs(self, n_hosts: int) -> list[HostConfig]:
+        """The config of each of `n_hosts` hosts: `envs` slots spread evenly, the rest shared."""
         base, extra = divmod(self.config.envs, n_hosts)
-        slots = [base + (1 if i < extra else 0) for i in range(n_hosts)]
         max_starting, rate = self.config.admission()
-        for i, (node_id, n_slots) in enumerate(zip(placements, slots, strict=True)):
-            host_cfg = HostConfig(
+        cfgs = []
+        for i in range(n_hosts):
+            n_slots = base + (1 if i < extra else 0)
+            cfgs.append(HostConfig(
                 host_id=f"{self.config.run}/host-{i}", run=self.config.run, slots=n_slots,
                 backend=self.config.backend_config, warm_size=math.ceil(n_slots * self.config.warm_fraction),
                 max_starting=max_starting, create_rate=rate, policy=self.config.policy,
@@ -125,19 +141,20 @@ class EnvFarm:
                 sim_profile=self.config.sim_profile,
                 cpus_per_sandbox=self.config.cpus_per_sandbox, memory_per_sandbox=self.config.memory_per_sandbox,
                 registry=self.config.registry,
-            )
-            self.hosts.append(self._spawn_host(host_cfg, node_id))
-            self.host_cfgs.append(host_cfg)
-            self.scheduling.add_host(node_id, n_slots)
-        await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+            ))
+        return cfgs
 
     @staticmethod
-    def _spawn_host(host_cfg: HostConfig, node_id: str) -> Any:
-        """A host pinned to one node (hard affinity: soft affinity does not spread reliably)."""
+    def _spawn_host(host_cfg: HostConfig, node_id: str, runtime_env: dict[str, Any] | None = None) -> Any:
+        """A host pinned to one node (hard affinity: soft affinity does not spread reliably), with a
+        plug-in policy's code shipped to it (envfarm.policy.shipping)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cls = make_host_actor_class(max_concurrency=host_cfg.slots * 2 + 16)
-        return cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(host_cfg)
+        options: dict[str, Any] = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        return cls.options(**options).remote(host_cfg)
 
     async def _check_host(self, i: int, timeout: float = 15.0) -> None:
         """After a failed call: if host i does not answer, replace it on the least-used live node.
@@ -164,7 +181,7 @@ class EnvFarm:
             node = self.scheduling.least_used_node(alive, excluding=i)
             with contextlib.suppress(Exception):
                 ray.kill(self.hosts[i], no_restart=True)
-            self.hosts[i] = self._spawn_host(self.host_cfgs[i], node)
+            self.hosts[i] = self._spawn_host(self.host_cfgs[i], node, self._host_runtime_env)
             self.scheduling.hosts[i].replaced(node)
             self.hosts_replaced += 1
             with contextlib.suppress(Exception):
@@ -237,7 +254,7 @@ class EnvFarm:
         pending: collections.deque[Episode] = collections.deque()
         source = iter(sched.episodes_for(tasks, group_size, episodes))
         done_q: asyncio.Queue[tuple[Episode, int, Trajectory | BaseException | None]] = asyncio.Queue()
-        inflight = 0
+        inflight = placed = 0
         exhausted = False
         rows: dict[str, dict[str, Any]] = {}
         loop = asyncio.get_running_loop()
@@ -274,6 +291,11 @@ class EnvFarm:
                 sched.started(host)
                 inflight += 1
                 loop.create_task(call(ep, host))
+                placed += 1
+                if placed % PLACEMENTS_PER_YIELD == 0:
+                    # let the calls placed so far go out while the rest are placed: in a burst
+                    # of 20,000 the last placement comes seconds after the first
+                    await asyncio.sleep(0)
             if inflight == 0:
                 if exhausted and not pending:
                     return

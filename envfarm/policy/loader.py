@@ -33,8 +33,11 @@ def _import(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise PolicyLoadError(f"policy {spec!r}: cannot import module {module_name!r} ({exc}); is it installed "
-                              "or on PYTHONPATH?") from exc
+        raise PolicyLoadError(f"policy {spec!r}: cannot import module {module_name!r} ({_one_line(exc)}); is it "
+                              "installed or on PYTHONPATH?") from exc
+    except Exception as exc:  # noqa: BLE001 - the module's own code failed while importing
+        raise PolicyLoadError(f"policy {spec!r}: importing module {module_name!r} raised "
+                              f"{exc.__class__.__name__}: {_one_line(exc)}") from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -61,10 +64,32 @@ def check_policy(obj: Any, spec: str = "policy") -> Policy:
     return obj
 
 
-def check_spec(spec: str) -> None:
-    """Fail early, in the driver, on a plug-in spec that does not import (hosts would fail every episode)."""
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def check_spec(spec: str, kwargs: dict[str, Any] | None = None) -> None:
+    """Refuse, in the driver and before any sandbox starts, a spec the hosts could not use.
+
+    Otherwise every host fails every episode as an infrastructure fault, retries it, and the run
+    ends with nothing but masked episodes. A plug-in is built here once and dropped: a module
+    that does not import, a missing attribute, a constructor that raises and an object that is
+    not a policy each become one PolicyLoadError (so a plug-in should leave heavy work, such as
+    loading a model, to its first `act` or make it cheap to repeat). Builtin policies are not
+    built here (the transformers one loads a model): their arguments are checked against the
+    constructor's signature.
+    """
+    kwargs = dict(kwargs or {})
     if spec not in BUILTIN:
-        _import(spec)
+        load_policy(spec, **kwargs)
+        return
+    cls = _import(BUILTIN[spec])
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as exc:
+        raise PolicyLoadError(f"policy {spec!r}: --policy-arg {sorted(kwargs) or 'none'} does not fit "
+                              f"{cls.__name__}{inspect.signature(cls)}: {exc}") from None
 
 
 def load_policy(spec: str | Any, **kwargs: Any) -> Policy:
@@ -73,11 +98,15 @@ def load_policy(spec: str | Any, **kwargs: Any) -> Policy:
         return check_policy(spec, type(spec).__name__)
     obj = _import(BUILTIN.get(spec, spec))
     if inspect.isclass(obj) or (callable(obj) and not hasattr(obj, "act")):
+        name = getattr(obj, "__name__", obj)
         try:
             obj = obj(**kwargs)
         except TypeError as exc:
-            raise PolicyLoadError(f"policy {spec!r}: calling {getattr(obj, '__name__', obj)!r} with "
-                                  f"{sorted(kwargs) or 'no arguments'} failed: {exc}") from exc
+            raise PolicyLoadError(f"policy {spec!r}: calling {name!r} with "
+                                  f"{sorted(kwargs) or 'no arguments'} failed: {_one_line(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001 - the plug-in's own constructor failed
+            raise PolicyLoadError(f"policy {spec!r}: {name}({', '.join(sorted(kwargs))}) raised "
+                                  f"{exc.__class__.__name__}: {_one_line(exc)}") from exc
     elif kwargs:
         raise PolicyLoadError(f"policy {spec!r} is an instance; it takes no arguments (got {sorted(kwargs)})")
     return check_policy(obj, f"policy {spec!r}")

@@ -28,6 +28,7 @@ from envfarm.sandbox.base import (
     SandboxError,
     SandboxSpec,
 )
+from envfarm.sandbox.sim_engine import EngineCurve, SimEngine
 
 if TYPE_CHECKING:
     from envfarm.sandbox.backends import SimBackendConfig
@@ -48,6 +49,10 @@ class SimProfile:
     resolve_rate: float = 0.5  # odds that sim grading says resolved
     create_failure_rate: float = 0.0  # odds that a create fails (an infrastructure fault)
     time_scale: float = 1.0  # multiply every latency (0 makes the backend instant)
+    # (concurrent creates, seconds) of a real engine (envfarm.sandbox.sim_engine): when set,
+    # creates share this backend's modelled engine (one per backend, i.e. per host) and take
+    # what the curve gives for the creates in flight, instead of create_s
+    create_curve: tuple[tuple[int, float], ...] = ()
 
     def draw(self, median: float, rng: random.Random) -> float:
         if self.time_scale == 0 or median == 0:
@@ -71,10 +76,11 @@ class SimSandbox:
 
     @classmethod
     async def create(cls, spec: SandboxSpec, profile: SimProfile | None = None,
-                     seed: int | None = None, **_: object) -> SimSandbox:
+                     seed: int | None = None, create_s: float | None = None, **_: object) -> SimSandbox:
+        """`create_s`: this create's median, where an engine model chose it (else the profile's)."""
         profile = profile or SimProfile()
         rng = random.Random(seed)
-        await asyncio.sleep(profile.draw(profile.create_s, rng))
+        await asyncio.sleep(profile.draw(profile.create_s if create_s is None else create_s, rng))
         if profile.create_failure_rate and rng.random() < profile.create_failure_rate:
             raise SandboxError("simulated create failure")
         return cls(spec, profile, rng)
@@ -138,6 +144,9 @@ class SimBackend(SandboxBackend):
         from envfarm.sandbox.backends import SimBackendConfig
 
         self.config = config or SimBackendConfig()
+        curve = self.config.profile.create_curve
+        self.engine = SimEngine(EngineCurve(tuple(map(tuple, curve)))) if curve else None
+        self._rng = random.Random()
 
     @property
     def profile(self) -> SimProfile:
@@ -145,7 +154,16 @@ class SimBackend(SandboxBackend):
 
     async def create(self, spec: SandboxSpec, task_id: str = "", *, owner: str | None = None,
                      run: str = "adhoc") -> Sandbox:
-        return await SimSandbox.create(spec, self.profile)
+        if self.engine is None:
+            return await SimSandbox.create(spec, self.profile)
+        await self.engine.create(self.profile.draw(1.0, self._rng))  # the curve's median, with the spread
+        return await SimSandbox.create(spec, self.profile, create_s=0.0)
+
+    def admission(self, max_starting: int | None = None, create_rate: float | None = None) -> tuple[int, float]:
+        """With an engine model, at most its best level in flight (envfarm.sandbox.sim_engine)."""
+        if self.engine is not None and max_starting is None:
+            max_starting = self.engine.curve.best_concurrency()
+        return super().admission(max_starting, create_rate)
 
     def reap(self, *, owner: str | None = None, run: str | None = None,
              older_than_s: float | None = None) -> int:

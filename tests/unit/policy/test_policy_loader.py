@@ -74,3 +74,21 @@ def test_errors_say_what_is_wrong(plugin_dir, spec, match):
 def test_bad_constructor_arguments_are_reported(plugin_dir):
     with pytest.raises(PolicyLoadError, match="failed"):
         load_policy("my_policies:Echo", nope=1)
+
+
+def test_check_spec_builds_a_plugin_and_checks_builtin_arguments_without_building(plugin_dir, monkeypatch):
+    from envfarm.policy.loader import check_spec
+
+    check_spec("my_policies:Echo", {"word": "w"})
+    with pytest.raises(PolicyLoadError, match="has no `act` method"):
+        check_spec("my_policies:NoAct")
+    with pytest.raises(PolicyLoadError, match=r"--policy-arg \['nope'\] does not fit SimPolicy"):
+        check_spec("sim", {"nope": 1})
+
+    def never(*a, **k):
+        raise AssertionError("a builtin policy is not built by check_spec (the transformers one loads a model)")
+
+    import envfarm.policy.sim as sim_module
+
+    monkeypatch.setattr(sim_module.SimPolicy, "__init__", never)
+    check_spec("sim", {})
