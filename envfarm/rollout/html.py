@@ -73,7 +73,8 @@ def render_report(trajectories: list[Trajectory], summary: dict[str, Any], manif
             "<a href=#about>run</a></nav><main><div id=view hidden></div>"
             "<h2 id=overview>Plots</h2><div class=plots id=plots></div>"
             "<h2 id=episodes>Episodes</h2><div class=filters id=filters></div>"
-            "<div class=scroll style='max-height:640px'><table class=list><thead id=ep-head></thead>"
+            "<div class=scroll style='max-height:640px'><table class='list fixed'><colgroup id=ep-cols></colgroup>"
+            "<thead id=ep-head></thead>"
             "<tbody id=ep-body></tbody></table></div>"
             "<h2 id=groups-h>GRPO groups</h2><div id=groups></div>"
             + ("<h2 id=training>Training</h2><div class=plots id=train-plots></div>" if curves["steps"]
@@ -87,16 +88,20 @@ def render_report(trajectories: list[Trajectory], summary: dict[str, Any], manif
     tail = (_json_block("report-data", data) + f'<script type="text/plain" id="plotly-src">{_plotly_js()}</script>'
             f"<script>{_asset('report.js')}</script></body></html>")
     budget = max_bytes - len(head.encode()) - len(tail.encode())
+    block = _details_block(trajectories, Limits())
+    size = len(block.encode())
     factor = 1.0
-    while True:
-        limits = Limits().scaled(factor)
-        prompts: dict[str, int] = {}
-        eps = [episode_detail(t, limits, prompts) for t in trajectories]
-        block = _json_block("report-details", {"prompts": list(prompts), "eps": eps, "limits": limits.__dict__})
-        if len(block.encode()) <= budget or factor < 1 / 256:
-            break
-        factor /= 2
-    if len(block.encode()) > budget:
-        raise ValueError(f"the run is too large for a report of {max_bytes / 2**20:.0f} MB even with every text "
-                         f"cut to 200 characters ({len(trajectories)} episodes): report a part of it")
+    while size > budget:
+        if factor < 1 / 256:
+            raise ValueError(f"the run is too large for a report of {max_bytes / 2**20:.0f} MB even with every "
+                             f"text cut to 200 characters ({len(trajectories)} episodes): report a part of it")
+        factor *= max(0.1, min(0.8, 0.9 * budget / size))
+        block = _details_block(trajectories, Limits().scaled(factor))
+        size = len(block.encode())
     return head + block + tail
+
+
+def _details_block(trajectories: list[Trajectory], limits: Limits) -> str:
+    prompts: dict[str, int] = {}
+    eps = [episode_detail(t, limits, prompts) for t in trajectories]
+    return _json_block("report-details", {"prompts": list(prompts), "eps": eps, "limits": limits.__dict__})

@@ -22,6 +22,8 @@ from envfarm.errors import EnvfarmError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver",)
+# the page sets these when the episodes table is complete and every plot is drawn (report.js)
+READY = "const b = document.body; return !!b && b.dataset.plots === 'drawn' && !!b.dataset.rows"
 
 
 class BrowserMissing(EnvfarmError):
@@ -60,14 +62,14 @@ def browser(width: int = 1400, height: int = 1000) -> Iterator[Any]:
         driver.quit()
 
 
-def open_report(driver: Any, path: str | Path, timeout: float = 30.0) -> dict[str, float | None]:
+def open_report(driver: Any, path: str | Path, timeout: float = 120.0) -> dict[str, float | None]:
     """Load the page from disk, wait for its plots, and return its timings in milliseconds from
     navigation start: `load_ms` (the load event's end), `table_ms` (the episodes table painted),
     `plots_ms` (every plot drawn)."""
     driver.get(Path(path).resolve().as_uri())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if driver.execute_script("return document.body && document.body.dataset.plots === 'drawn'"):
+        if driver.execute_script(READY):
             break
         time.sleep(0.05)
     else:

@@ -23,13 +23,13 @@ from envfarm.rollout.trajectory import Trajectory, Turn
 class Limits:
     """The most characters of each kind of text the page keeps for one episode."""
 
-    output: int = 4000  # one tool call's output or one observation
-    completion: int = 6000  # one assistant turn
-    arguments: int = 4000  # one tool call's arguments
-    prompt: int = 20000  # the task statement (system prompts are kept once per run)
-    patch: int = 40000
-    log_tail: int = 4000
-    tests: int = 2000  # per-test statuses listed
+    output: int = 2500  # one tool call's output or one observation
+    completion: int = 3000  # one assistant turn
+    arguments: int = 2500  # one tool call's arguments
+    prompt: int = 12000  # the task statement (prompts are kept once per run, however many episodes share one)
+    patch: int = 30000
+    log_tail: int = 3000
+    tests: int = 500  # per-test statuses listed, failures first
 
     def scaled(self, factor: float) -> Limits:
         return Limits(**{k: max(200, int(v * factor)) for k, v in self.__dict__.items()})
@@ -107,9 +107,12 @@ def _tests(t: Trajectory, limit: int) -> list[list[str]]:
 
 
 def episode_detail(t: Trajectory, limits: Limits, prompts: dict[str, int]) -> dict[str, Any]:
-    """Everything the episode view shows; system prompts go to `prompts` once and are referenced."""
+    """Everything the episode view shows; the system prompt and the task statement go to `prompts`
+    once (a group's members, and often a whole run, share them) and are referenced by number."""
     system = next((str(m.get("content")) for m in t.messages if m.get("role") == "system"), "")
     task = next((str(m.get("content")) for m in t.messages if m.get("role") == "user"), "")
+    if len(task) > limits.prompt:
+        task = task[:limits.prompt] + f"\n… {len(task) - limits.prompt} characters cut (the run's JSONL has them)"
     grade = None
     if t.grade is not None:
         g = t.grade
@@ -120,7 +123,7 @@ def episode_detail(t: Trajectory, limits: Limits, prompts: dict[str, int]) -> di
                  "touched": g.patch_report.model_dump(mode="json"), "s": round(g.seconds, 3)}
     return {
         "system": prompts.setdefault(system, len(prompts)) if system else None,
-        "prompt": clip(task, limits.prompt),
+        "prompt": prompts.setdefault(task, len(prompts)) if task else None,
         "turns": [{"text": clip(turn.completion, limits.completion), "calls": _calls(turn, limits),
                    "obs": clip(turn.observation, limits.output) if not turn.tool_calls else None,
                    "fmt": turn.format_error, "parse": turn.parse_errors[:5], "gen": round(turn.generation_seconds, 3),

@@ -112,23 +112,41 @@
     if (F.q && haystack()[r.n].indexOf(F.q) < 0) return false;
     return true;
   }
+  // The first rows are painted at once, the rest appended in chunks: a 2,000-row table laid out in
+  // one go holds the first paint back by seconds on a slow machine.
+  const FIRST_ROWS = 150, CHUNK = 400;
+  let tableGeneration = 0;
+  function rowHtml(r) {
+    const g = groupOf[r.n];
+    return '<tr data-n="' + r.n + '"><td><a href="#ep=' + r.n + '">#' + r.n + '</a></td><td class="task" title="' +
+      esc(r.task) + '">' + esc(r.task) + "</td><td>" + esc(r.project) + "</td>" +
+      D.fields.map((f) => "<td>" + esc(r[f] || "") + "</td>").join("") + "<td>" + statusCell(r) + "</td><td>" +
+      (r.reward == null ? "–" : r.reward) + "</td><td>" + r.turns + "</td><td>" + r.tok + "</td><td>" + esc(r.err) +
+      "</td><td>" + esc(r.end) + "</td><td>" + (r.signals.length ? '<span class="pill bad">' + r.signals.length +
+      "</span>" : "") + "</td><td>" + fmt(r.time.total, 1) + "</td><td>" +
+      (g == null ? "" : '<a href="#group=' + g + '">' + esc(r.group) + "</a>") + "</td></tr>";
+  }
+  function renderHead() {
+    const cols = [["#", 56], ["task", 0], ["project", 120]].concat(D.fields.map((f) => [f, 120]),
+      [["status", 76], ["reward", 58], ["turns", 50], ["tokens", 60], ["error", 110], ["end", 80], ["exploit", 56],
+       ["seconds", 64], ["group", 0]]);
+    $("ep-cols").innerHTML = cols.map(([, w]) => (w ? '<col style="width:' + w + 'px">' : "<col>")).join("");
+    $("ep-head").innerHTML = "<tr>" + cols.map(([name]) => "<th>" + name + "</th>").join("") + "</tr>";
+  }
   function renderTable() {
     const shown = rows.filter(visible);
-    const extra = D.fields;
-    $("ep-head").innerHTML = "<tr><th>#</th><th>task</th><th>project</th>" + extra.map((f) => "<th>" + f + "</th>").join("") +
-      "<th>status</th><th>reward</th><th>turns</th><th>tokens</th><th>error</th><th>end</th><th>exploit</th>" +
-      "<th>seconds</th><th>group</th></tr>";
-    $("ep-body").innerHTML = shown.map((r) => {
-      const g = groupOf[r.n];
-      return '<tr data-n="' + r.n + '"><td><a href="#ep=' + r.n + '">#' + r.n + '</a></td><td class="task" title="' +
-        esc(r.task) + '">' + esc(r.task) + "</td><td>" + esc(r.project) + "</td>" +
-        extra.map((f) => "<td>" + esc(r[f] || "") + "</td>").join("") + "<td>" + statusCell(r) + "</td><td>" +
-        (r.reward == null ? "–" : r.reward) + "</td><td>" + r.turns + "</td><td>" + r.tok + "</td><td>" + esc(r.err) +
-        "</td><td>" + esc(r.end) + "</td><td>" + (r.signals.length ? '<span class="pill bad">' + r.signals.length +
-        "</span>" : "") + "</td><td>" + fmt(r.time.total, 1) + "</td><td>" +
-        (g == null ? "" : '<a href="#group=' + g + '">' + esc(r.group) + "</a>") + "</td></tr>";
-    }).join("");
+    const generation = ++tableGeneration;
+    const body = $("ep-body");
+    document.body.dataset.rows = "";
+    body.innerHTML = shown.slice(0, FIRST_ROWS).map(rowHtml).join("");
     $("count").textContent = shown.length + " of " + rows.length + " episodes";
+    const more = (from) => {
+      if (generation !== tableGeneration) return; // a newer filter took over
+      if (from >= shown.length) { document.body.dataset.rows = String(shown.length); return; }
+      body.insertAdjacentHTML("beforeend", shown.slice(from, from + CHUNK).map(rowHtml).join(""));
+      setTimeout(() => more(from + CHUNK), 0);
+    };
+    setTimeout(() => more(FIRST_ROWS), 0);
   }
 
   // --- one episode, turn by turn -------------------------------------------------------------
@@ -179,7 +197,7 @@
     if (r.signals.length) h += '<p><b class="failed">exploit signals:</b> ' + r.signals.map(esc).join("; ") + "</p>";
     if (e.error.t) h += "<p><b>error</b></p><pre>" + clipped(e.error, r.id) + "</pre>";
     if (e.system != null) h += "<details><summary>system prompt</summary><pre>" + esc(details().prompts[e.system]) + "</pre></details>";
-    h += "<details><summary>task (the prompt)</summary><pre>" + clipped(e.prompt, r.id) + "</pre></details>";
+    if (e.prompt != null) h += "<details><summary>task (the prompt)</summary><pre>" + esc(details().prompts[e.prompt]) + "</pre></details>";
     e.turns.forEach((t, i) => {
       h += '<div class="turn" id="turn-' + i + '"><div class="hd">turn ' + (i + 1) + ' <span class="muted">generation ' +
         fmt(t.gen) + " s, tools " + fmt(t.tool) + " s" + (t.finish ? ", finish " + esc(t.finish) : "") + "</span>" +
@@ -293,6 +311,7 @@
 
   // --- start ----------------------------------------------------------------------------------
   buildFilters();
+  renderHead();
   renderTable();
   renderGroups();
   window.addEventListener("hashchange", route);
