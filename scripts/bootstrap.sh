@@ -11,6 +11,7 @@
 #   ENVFARM_VENV=/path/to/venv   where the venv lives (default: .venv in the checkout)
 #   ENVFARM_EXTRAS=test,train    which extras to install (default: both; 'test' alone: no torch)
 #   ENVFARM_SKIP_IMAGES=1        no Docker engine, no images (the sim backend only)
+#   ENVFARM_SKIP_BROWSER=1       no headless Chromium (installed with the 'test' extra, for the run report's tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
@@ -52,6 +53,11 @@ version=${base_id##* }; minor=${version%.*}
 if [ "${ENVFARM_SKIP_IMAGES:-0}" != 1 ]; then
   bash scripts/docker-up.sh
 fi
+
+# --- headless Chromium (the run report's browser tests) -------------------------------------
+case ",$EXTRAS," in
+  *,test,*) [ "${ENVFARM_SKIP_BROWSER:-0}" = 1 ] || bash scripts/browser-up.sh ;;
+esac
 
 # --- the venv --------------------------------------------------------------------------------
 if [ "$venv_id" != "$base_id" ]; then
