@@ -29,10 +29,10 @@ class Limits:
     prompt: int = 12000  # the task statement (prompts are kept once per run, however many episodes share one)
     patch: int = 30000
     log_tail: int = 3000
-    tests: int = 500  # per-test statuses listed, failures first
+    tests: int = 200  # per-test statuses listed, failures first (a suite can have thousands)
 
     def scaled(self, factor: float) -> Limits:
-        return Limits(**{k: max(200, int(v * factor)) for k, v in self.__dict__.items()})
+        return Limits(**{k: max(10 if k == "tests" else 200, int(v * factor)) for k, v in self.__dict__.items()})
 
 
 def clip(text: str | None, limit: int) -> dict[str, Any]:

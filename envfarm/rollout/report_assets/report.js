@@ -175,7 +175,8 @@
     const phases = Object.keys(g.phases);
     if (phases.length) h += "<p class=kv>grading phases: " + phases.map((k) => k + " " + fmt(g.phases[k]) + " s").join(", ") + "</p>";
     if (g.tests.length) {
-      h += '<details open><summary>per-test statuses (failures first)</summary><div class="scroll"><table class="list tests">' +
+      h += '<details open><summary>per-test statuses (failures first' + (g.tests.length < g.n_tests ? "; " +
+        g.tests.length + " of " + g.n_tests + " shown, the run's JSONL has them all" : "") + ')</summary><div class="scroll"><table class="list tests">' +
         "<tr><th>test</th><th>status</th><th>set</th></tr>" + g.tests.map(([n, s, c]) => "<tr><td>" + esc(n) +
         '</td><td class="st-' + esc(s) + '">' + esc(s) + "</td><td>" + esc(c) + "</td></tr>").join("") + "</table></div></details>";
     }
