@@ -116,8 +116,9 @@ def error_kinds(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def exploit_attempts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     counts = Counter(s[:80] for r in rows for s in dict.fromkeys(r["signals"]))
     keys = sorted(counts, key=lambda k: -counts[k])[:20]
-    fig = go.Figure(go.Bar(y=keys, x=[counts[k] for k in keys], orientation="h", marker_color="#c0392b",
-                           customdata=keys, hovertemplate="%{y}: %{x} episodes<extra></extra>"))
+    labels = [k if len(k) <= 40 else k[:39] + "…" for k in keys]
+    fig = go.Figure(go.Bar(y=labels, x=[counts[k] for k in keys], orientation="h", marker_color="#c0392b",
+                           customdata=keys, hovertemplate="%{customdata}: %{x} episodes<extra></extra>"))
     fig.update_yaxes(autorange="reversed", automargin=True)
     fig.update_xaxes(title_text="episodes")
     n = sum(bool(r["signals"]) for r in rows)

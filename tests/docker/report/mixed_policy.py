@@ -18,8 +18,8 @@ from red_team_policy import COMMANDS, ProbePolicy  # noqa: E402
 class SolveOrProbe(ScriptedPolicy):
     """Every other episode, in the order they start, probes instead of solving."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, run_tests: bool = False) -> None:
+        super().__init__(run_tests=run_tests)  # the grade runs the tests anyway: a turn saved
         self._turn = itertools.count()
         self._probe = ProbePolicy()
 

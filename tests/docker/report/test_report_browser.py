@@ -1,5 +1,5 @@
-"""The run report of a real run, read in headless Chromium: Docker episodes of a policy that solves
-some and probes the farm in others, grouped in pairs; no console error, plots drawn, a filter that
+"""The run report of a real run, read in headless Chromium: two Docker episodes of one GRPO group,
+one solving the task and one probing the farm; no console error, plots drawn, a filter that
 changes the rows, an episode's patch as a coloured diff, a group side by side. A screenshot goes to
 tests/artifacts/report.png (and the page to tests/artifacts/report.html)."""
 
@@ -30,9 +30,9 @@ def run_dir(tmp_path_factory, inflection_image):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1].parent), str(HERE),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "envfarm.launch", "--envs", "2", "--episodes", "4", "--group-size", "2",
+        [sys.executable, "-m", "envfarm.launch", "--envs", "2", "--episodes", "2", "--group-size", "2",
          "--policy", "mixed_policy:SolveOrProbe", "--tasks", str(BUILTIN_DIR / "fixtures.jsonl"),
-         "--limit-tasks", "2", "--out", str(out), "--run", RUN, "--no-live"],
+         "--limit-tasks", "1", "--out", str(out), "--run", RUN, "--no-live"],
         capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = subprocess.run([sys.executable, "-m", "envfarm.rollout.summary", str(out / RUN)],
@@ -72,19 +72,19 @@ def test_report_of_a_real_run_in_chromium(run_dir):
         shutil.copy(page, ARTIFACTS / "report.html")
 
         everything = _rows(driver)
-        assert everything == 4
+        assert everything == 2
         Select(driver.find_element(By.ID, "f-status")).select_by_value("resolved")
         resolved = _rows(driver)
         assert 0 < resolved < everything
         assert all("resolved" in r.text for r in driver.find_elements(By.CSS_SELECTOR, "#ep-body tr"))
         Select(driver.find_element(By.ID, "f-status")).select_by_value("")
         driver.find_element(By.ID, "search").send_keys("kill -TERM 1")
-        probes = _wait(driver, "const n = +document.body.dataset.rows; return n && n < 4 ? n : 0")
+        probes = _wait(driver, "const n = +document.body.dataset.rows; return n && n < 2 ? n : 0")
         assert probes == everything - resolved
 
         # the search left the probes; open a resolved episode from its row instead
         driver.find_element(By.ID, "f-clear").click()
-        _wait(driver, "return document.body.dataset.rows === '4'")
+        _wait(driver, "return document.body.dataset.rows === '2'")
         Select(driver.find_element(By.ID, "f-status")).select_by_value("resolved")
         _rows(driver)
         driver.find_element(By.CSS_SELECTOR, "#ep-body tr a").click()
