@@ -133,7 +133,7 @@
     $("ep-cols").innerHTML = cols.map(([, w]) => (w ? '<col style="width:' + w + 'px">' : "<col>")).join("");
     $("ep-head").innerHTML = "<tr>" + cols.map(([name]) => "<th>" + name + "</th>").join("") + "</tr>";
   }
-  function renderTable() {
+  function renderTable(later) {
     const shown = rows.filter(visible);
     const generation = ++tableGeneration;
     const body = $("ep-body");
@@ -146,7 +146,7 @@
       body.insertAdjacentHTML("beforeend", shown.slice(from, from + CHUNK).map(rowHtml).join(""));
       setTimeout(() => more(from + CHUNK), 0);
     };
-    setTimeout(() => more(FIRST_ROWS), 0);
+    if (later) later(() => more(FIRST_ROWS)); else setTimeout(() => more(FIRST_ROWS), 0);
   }
 
   // --- one episode, turn by turn -------------------------------------------------------------
@@ -313,13 +313,20 @@
   // --- start ----------------------------------------------------------------------------------
   buildFilters();
   renderHead();
-  renderTable();
+  let restOfTable = null;
+  renderTable((rest) => (restOfTable = rest)); // the rest of the rows once the first ones are painted
   renderGroups();
   window.addEventListener("hashchange", route);
   requestAnimationFrame(() => setTimeout(() => {
     performance.mark("table-painted");
+    restOfTable();
     document.body.dataset.table = "painted";
     route();
-    loadPlotly(() => drawPlots(() => { performance.mark("plots-drawn"); document.body.dataset.plots = "drawn"; }));
+    // plotly after the load event: a script added before it would hold the event back
+    const plots = () => loadPlotly(() => drawPlots(() => {
+      performance.mark("plots-drawn");
+      document.body.dataset.plots = "drawn";
+    }));
+    if (document.readyState === "complete") plots(); else window.addEventListener("load", () => setTimeout(plots, 0));
   }, 0));
 })();
