@@ -316,6 +316,10 @@
   let restOfTable = null;
   renderTable((rest) => (restOfTable = rest)); // the rest of the rows once the first ones are painted
   renderGroups();
+  $("ep-body").addEventListener("click", (ev) => { // a click anywhere on a row opens its episode
+    const tr = ev.target.closest("tr");
+    if (tr && !ev.target.closest("a")) location.hash = "#ep=" + tr.dataset.n;
+  });
   window.addEventListener("hashchange", route);
   requestAnimationFrame(() => setTimeout(() => {
     performance.mark("table-painted");

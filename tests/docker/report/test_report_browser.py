@@ -100,4 +100,9 @@ def test_report_of_a_real_run_in_chromium(run_dir):
         driver.get(page.resolve().as_uri() + "#group=0")
         view = _wait(driver, "const v = document.getElementById('view'); return v.hidden ? '' : v.innerText")
         assert "group" in view and "member 0" in view and "member 1" in view
+
+        # a plot point opens its episode, as a click on it does (plotly's click event)
+        driver.execute_script("document.getElementById('fig-episodes-scatter')"
+                              ".emit('plotly_click', {points: [{customdata: 1}]})")
+        assert _wait(driver, "return location.hash === '#ep=1' && !document.getElementById('view').hidden")
         assert console_errors(driver) == []
