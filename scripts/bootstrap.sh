@@ -11,6 +11,7 @@
 #   ENVFARM_VENV=/path/to/venv   where the venv lives (default: .venv in the checkout)
 #   ENVFARM_EXTRAS=test,train    which extras to install (default: both; 'test' alone: no torch)
 #   ENVFARM_SKIP_IMAGES=1        no Docker engine, no images (the sim backend only)
+#   ENVFARM_SKIP_BROWSER=1       no headless Chromium (installed with the 'test' extra, for the run report's tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
@@ -53,6 +54,11 @@ if [ "${ENVFARM_SKIP_IMAGES:-0}" != 1 ]; then
   bash scripts/docker-up.sh
 fi
 
+# --- headless Chromium (the run report's browser tests) -------------------------------------
+case ",$EXTRAS," in
+  *,test,*) [ "${ENVFARM_SKIP_BROWSER:-0}" = 1 ] || bash scripts/browser-up.sh ;;
+esac
+
 # --- the venv --------------------------------------------------------------------------------
 if [ "$venv_id" != "$base_id" ]; then
   [ -z "$venv_id" ] || say "$SHOWN was made from Python ${venv_id##* } (${venv_id% *}), PYTHON is $BASE_PY: making it anew"
@@ -64,15 +70,7 @@ if [ "$venv_id" != "$base_id" ]; then
         command -v apt-get >/dev/null 2>&1 || die "$BASE_PY has no venv/ensurepip module and there is no apt-get to install it"
         [ "$(id -u)" = 0 ] || die "$BASE_PY has no ensurepip module: run 'sudo apt-get install python$minor-venv', then this again"
         say "$BASE_PY has no ensurepip module (Debian ships it apart): installing python$minor-venv with apt-get"
-        apt_t0=$SECONDS
-        apt_log=$(mktemp /tmp/envfarm-apt.XXXXXX)
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >"$apt_log" 2>&1 \
-          || die "apt-get update failed: is the Debian package mirror reachable (network, proxy)? Its log: $apt_log"
-        apt-get install -y -qq "python$minor-venv" >>"$apt_log" 2>&1 \
-          || die "apt-get install python$minor-venv failed; its log: $apt_log"
-        rm -f "$apt_log"
-        say "python$minor-venv installed ($((SECONDS - apt_t0)) s)" ;;
+        bash scripts/apt-install.sh bootstrap "python$minor-venv" || exit 1 ;;
       *) die "$BASE_PY ($base_exe) has no venv/ensurepip module: use a Python built with it (PYTHON=...)" ;;
     esac
   fi

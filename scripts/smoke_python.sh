@@ -57,7 +57,7 @@ smoke() {
   rm -rf "$src" && mkdir -p "$src" && git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$src" \
     || { say "FAILED Python $version: copying the checkout to $src"; echo "Python $version: FAILED (copy)" >"$result"; return 1; }
   local vpy="$venv/bin/python"
-  if step bootstrap 900 env PYTHON="$py" ENVFARM_VENV="$venv" ENVFARM_EXTRAS=test ENVFARM_SKIP_IMAGES=1 \
+  if step bootstrap 900 env PYTHON="$py" ENVFARM_VENV="$venv" ENVFARM_EXTRAS=test ENVFARM_SKIP_IMAGES=1 ENVFARM_SKIP_BROWSER=1 \
          bash "$src/scripts/bootstrap.sh" \
      && step import 120 bash -c 'cd / && "$1" -c "import envfarm, envfarm.launch, sys; print(sys.version, envfarm.__file__)"' \
              _ "$vpy" \

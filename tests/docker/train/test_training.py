@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 
 import pytest
 
@@ -85,3 +86,40 @@ def test_no_sandbox_outlives_the_run(trained):
     from envfarm.sandbox.docker_backend import LABEL_OWNER, list_containers
 
     assert list_containers(**{LABEL_OWNER: trained["run"].runner.host_id}) == []
+
+
+def test_report_shows_the_training_curves_and_a_group(trained):
+    """The run report of this training run (its last batch's episodes and its train_log.jsonl) in headless
+    Chromium: the training curves are drawn, and a GRPO group opens side by side. Screenshot:
+    tests/artifacts/report-training.png."""
+    from pathlib import Path
+
+    from envfarm.rollout.report_browser import browser, console_errors, open_report
+    from envfarm.rollout.store import TrajectoryStore
+    from envfarm.rollout.summary import main as summary_main
+
+    out = trained["out"]
+    with TrajectoryStore(out, manifest={"run": "pytest-train"}) as store:
+        for record in trained["run"].rollout.last_records:
+            store.write(record)
+    assert summary_main([str(out), "--no-html"]) == 0 and not (out / "report.html").exists()
+    assert summary_main([str(out)]) == 0
+    artifacts = Path(__file__).resolve().parents[2] / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with browser() as driver:
+        open_report(driver, out / "report.html")
+        for fig in ("train-reward", "train-masked", "train-loss", "train-time"):
+            assert driver.execute_script(f"return !!document.querySelector('#fig-{fig} .main-svg')"), fig
+        driver.execute_script("document.getElementById('training').scrollIntoView()")
+        driver.save_screenshot(str(artifacts / "report-training.png"))
+        driver.get((out / "report.html").resolve().as_uri() + "#group=0")
+        text = ""
+        for _ in range(100):
+            text = driver.execute_script("const v = document.getElementById('view'); "
+                                         "return v.hidden ? '' : v.innerText")
+            if text:
+                break
+            time.sleep(0.1)
+        # the demonstration resolves, the tiny random model does not: their paths part at the first turn
+        assert "(demo)" in text and "paths diverged at turn 1" in text
+        assert console_errors(driver) == []
