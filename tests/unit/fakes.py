@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from envfarm.errors import SandboxError
+from envfarm.policy.base import Completion
 from envfarm.sandbox.base import DEFAULT_OUTPUT_LIMIT, ExecResult, HostResult, SandboxSpec
 
 _ids = itertools.count()
@@ -80,3 +81,12 @@ class FakeFactory:
         sandbox = FakeSandbox(spec)
         self.made.append(sandbox)
         return sandbox
+
+
+class FakePolicy:
+    """One token per turn, with its logprob, and no waiting."""
+
+    name = "fake"
+
+    async def act(self, messages, tools):
+        return Completion(text="x", prompt_ids=[1], completion_ids=[2], logprobs=[-0.5])

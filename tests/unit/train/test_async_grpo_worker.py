@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fakes import FakePolicy
 from trl.experimental.async_grpo.async_grpo_trainer import (
     DataCollatorForRollout,
     FixedCountBatcher,
@@ -25,8 +26,6 @@ from trl.experimental.async_grpo.async_grpo_trainer import (
 )
 from trl.experimental.async_grpo.async_rollout_worker import RolloutSample
 
-from envfarm.env.loop_thread import LoopThread
-from envfarm.policy.base import Completion
 from envfarm.rollout.trajectory import Trajectory, Turn
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
@@ -50,20 +49,6 @@ def accelerate_state():
     from accelerate import PartialState
 
     return PartialState(cpu=True)
-
-
-@pytest.fixture
-def loop():
-    thread = LoopThread("test-async-grpo-worker")
-    yield thread
-    thread.stop()
-
-
-class FakePolicy:
-    name = "fake"
-
-    async def act(self, messages, tools):
-        return Completion(text="x", prompt_ids=[1], completion_ids=[2], logprobs=[-0.5])
 
 
 def two_turn_play(policy: VersionedPolicy, *, seconds: float = 0.002, bump_between: bool = False):
