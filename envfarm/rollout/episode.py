@@ -81,9 +81,9 @@ async def _play(env: CodingEnv, policy: Any, task: Task, traj: Trajectory, timin
         context: list[int] | None = None
         while not done:
             t0 = time.perf_counter()
-            try:
-                completion = await asyncio.wait_for(policy.act(list(traj.messages), tools),
-                                                    timeout=max(env.time_left(), 0.001))
+            try:  # asyncio.timeout, not wait_for: on 3.11 a cancel landing as the turn ends is lost
+                async with asyncio.timeout(max(env.time_left(), 0.001)):
+                    completion = await policy.act(list(traj.messages), tools)
             except TimeoutError:
                 completion = Completion(text="", finish_reason="episode_time_limit")
             except Exception as exc:  # noqa: BLE001 - any policy failure ends the episode, masked

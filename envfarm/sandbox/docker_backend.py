@@ -296,8 +296,9 @@ class DockerSandbox:
                         return False
                     buf += data
 
-            try:
-                truncated = await asyncio.wait_for(pump(), timeout)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends
+                async with asyncio.timeout(timeout):
+                    truncated = await pump()
             except TimeoutError:
                 timed_out = True
             finally:

@@ -266,18 +266,24 @@ class LocalSandbox:
 
         assert proc.stdout is not None and proc.stderr is not None
         pumps = asyncio.gather(pump(proc.stdout, out, output_limit), pump(proc.stderr, err, 65536))
-        try:
-            over, _ = await asyncio.wait_for(asyncio.shield(pumps), timeout)
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends
+            async with asyncio.timeout(timeout):
+                over, _ = await asyncio.shield(pumps)
             truncated = over
             if over:
                 _killpg(proc.pid)
-            await asyncio.wait_for(proc.wait(), 10)
+            async with asyncio.timeout(10):
+                await proc.wait()
         except TimeoutError:
             timed_out = True
             _killpg(proc.pid)
             pumps.cancel()
             await asyncio.gather(pumps, return_exceptions=True)
             await proc.wait()
+        except asyncio.CancelledError:  # the episode was stopped: the shielded command must not outlive it
+            _killpg(proc.pid)
+            pumps.cancel()
+            raise
         code = proc.returncode
         if code is not None and code < 0:
             code = 128 - code

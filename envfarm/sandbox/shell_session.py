@@ -137,7 +137,8 @@ class ShellSession:
         self._demux = _Demux()
         self._pending = bytearray()
         self._writer.write(DRIVER.encode())
-        line = await asyncio.wait_for(self._read_line(), timeout=30)
+        async with asyncio.timeout(30):
+            line = await self._read_line()
         if not line.startswith(b"__EF_READY__ "):
             raise SandboxError(f"shell session did not start: {_decode(line)[:200]!r}")
         self.shell_pid = int(line.split()[1])
@@ -177,13 +178,15 @@ class ShellSession:
         buf = _CappedBuffer(limit, keep_tail=len(end) + 4096)
         self._writer.write(f"{len(payload)} {marker}\n".encode() + payload)
         timed_out, note = False, ""
-        try:
-            status = await asyncio.wait_for(self._collect(buf, end), timeout)
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends
+            async with asyncio.timeout(timeout):
+                status = await self._collect(buf, end)
         except TimeoutError:
             timed_out = True
             await self._run_detached(["sh", "-c", KILL_SCRIPT, "kill", str(self.shell_pid)])
             try:
-                status = await asyncio.wait_for(self._collect(buf, end), self._kill_grace)
+                async with asyncio.timeout(self._kill_grace):
+                    status = await self._collect(buf, end)
             except TimeoutError:
                 status = None
                 note = await self._restart("the command kept the shell itself busy")

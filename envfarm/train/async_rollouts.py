@@ -126,6 +126,7 @@ class Sample:
 class Group:
     seq: int
     task: Task
+    admitted_at: int = 0  # the policy version when the producer started it (its samples are no older)
     samples: list[Sample] = field(default_factory=list)
 
     @property
@@ -138,7 +139,10 @@ class AsyncFarmProducer:
 
     `play(task, slot)` runs one episode (see `farm_player`). Groups are admitted while the
     groups owed to the trainer (admitted, not dropped) fit in the batches of the next
-    `max_staleness + 1` optimizer steps: consumed in order, none is then older than the bound.
+    `max_staleness + 1` optimizer steps. Groups finish out of order (a group waits for its longest
+    episode); the trainer takes the oldest finished ones first and waits for an unfinished one only
+    when a later batch would have no room left for it within the bound (see `_plan`), so a slow
+    group is trained on, not dropped as stale after fresher ones took its place.
     """
 
     def __init__(self, tasks: list[Task], play: PlayFn, clock: PolicyVersion, *, group_size: int, slots: int,
@@ -156,7 +160,8 @@ class AsyncFarmProducer:
         self.max_retries = max_retries
         self._loop = loop
         self._cond = threading.Condition()
-        self._buffer: deque[Group] = deque()
+        self._buffer: deque[Group] = deque()  # finished groups, in the order they finished
+        self._pending: dict[int, Group] = {}  # admitted, not handed out or dropped: buffered or playing
         self._consumed: set[str] = set()
         self._seq = itertools.count()
         self._next_task = itertools.cycle(range(len(tasks)))
@@ -173,6 +178,7 @@ class AsyncFarmProducer:
         self.staleness = Counter[int]()
         self.in_flight = 0  # episodes admitted and not finished
         self.episodes_played = 0
+        self.episodes_cancelled = 0  # stopped mid-episode: no record, no reward
         self.episode_seconds = 0.0  # summed wall time of played episodes on their slots
         self.started_at = 0.0
         clock.subscribe(self._on_bump)
@@ -196,7 +202,9 @@ class AsyncFarmProducer:
         try:
             while not self._stopped:
                 if self.in_flight < self.slots and self._owed() < self._allowed():
-                    group = Group(next(self._seq), self.tasks[next(self._next_task)])
+                    group = Group(next(self._seq), self.tasks[next(self._next_task)], admitted_at=self.clock.value)
+                    with self._cond:
+                        self._pending[group.seq] = group
                     self.admitted += 1
                     self.in_flight += self.group_size
                     t = asyncio.create_task(self._play_group(group, slots))
@@ -246,7 +254,11 @@ class AsyncFarmProducer:
                         versions.clear()
                         start_version = self.clock.value
                         began = time.perf_counter()
-                        record = await self.play(group.task, slot)
+                        try:
+                            record = await self.play(group.task, slot)
+                        except asyncio.CancelledError:
+                            self.episodes_cancelled += 1
+                            raise
                         self.episodes_played += 1
                         self.episode_seconds += time.perf_counter() - began
                         if not record.retryable:
@@ -289,40 +301,71 @@ class AsyncFarmProducer:
     def take(self, n_groups: int, timeout: float | None = None) -> list[Group]:
         """`n_groups` complete groups, each within the staleness bound of the current version.
 
-        Blocks until they are there. Staler groups are dropped and counted; each episode is handed
-        out once (an episode id seen twice is counted in `samples_used_twice` and not handed out).
+        Blocks until they are there (see `_plan`: oldest first). Staler groups are dropped and
+        counted; each episode is handed out once (an episode id seen twice is counted in
+        `samples_used_twice` and not handed out).
         """
-        out: list[Group] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while len(out) < n_groups:
+            while True:
                 if self._error is not None:
                     raise RuntimeError("the rollout producer failed") from self._error
-                if not self._buffer:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise TimeoutError(f"no rollout group within {timeout} s")
-                    self._cond.wait(left)
-                    continue
-                group = self._buffer.popleft()
-                now = self.clock.value
-                if now - group.version > self.max_staleness:
-                    self.groups_dropped_stale += 1
-                    self.samples_dropped_stale += len(group.samples)
-                    log.info("group %d (%s) dropped: version %d, now %d (bound %d)", group.seq,
-                             group.task.instance_id, group.version, now, self.max_staleness)
-                    self._nudge()  # one fewer owed: the producer may admit another
-                    continue
-                ids = [s.record.episode_id for s in group.samples]
-                if any(i in self._consumed for i in ids):
-                    self.samples_used_twice += sum(i in self._consumed for i in ids)
-                    continue
-                self._consumed.update(ids)
+                self._discard_unusable()
+                picks = self._plan(n_groups)
+                if picks is not None:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"no {n_groups} rollout group(s) within {timeout} s")
+                self._cond.wait(left)
+            now = self.clock.value
+            for group in picks:
+                self._buffer.remove(group)
+                self._pending.pop(group.seq, None)
+                self._consumed.update(s.record.episode_id for s in group.samples)
                 for s in group.samples:
                     self.staleness[now - s.version] += 1
                 self.samples_used += len(group.samples)
-                out.append(group)
-        return out
+        return picks
+
+    def _discard_unusable(self) -> None:
+        """Drop (and count) finished groups staler than the bound, and refuse any handed out before."""
+        now = self.clock.value
+        for group in list(self._buffer):
+            ids = [s.record.episode_id for s in group.samples]
+            if any(i in self._consumed for i in ids):
+                self.samples_used_twice += sum(i in self._consumed for i in ids)
+                self._buffer.remove(group)
+                continue
+            if now - group.version > self.max_staleness:
+                self._buffer.remove(group)
+                self._pending.pop(group.seq, None)
+                self.groups_dropped_stale += 1
+                self.samples_dropped_stale += len(group.samples)
+                log.info("group %d (%s) dropped: version %d, now %d (bound %d)", group.seq,
+                         group.task.instance_id, group.version, now, self.max_staleness)
+                self._nudge()  # one fewer owed: the producer may admit another
+
+    def _plan(self, n: int) -> list[Group] | None:
+        """The `n` oldest finished groups, or None while the batch must wait for an older one.
+
+        A group admitted at version u must be trained on by the step at version u + max_staleness.
+        The steps at versions now .. now + k take at most (k + 1) * groups_per_step groups, this
+        one included, so of the groups admitted at or before now - max_staleness + k, all but
+        k * groups_per_step must be in this batch. Oldest first satisfies that whenever the old
+        ones have finished; otherwise the batch waits for them rather than leave them to go stale.
+        """
+        if len(self._buffer) < n:
+            return None
+        picks = sorted(self._buffer, key=lambda g: (g.admitted_at, g.seq))[:n]
+        now = self.clock.value
+        for k in range(self.max_staleness + 1):
+            limit = now - self.max_staleness + k
+            owed = sum(1 for g in self._pending.values() if g.admitted_at <= limit)
+            taken = sum(1 for g in picks if g.admitted_at <= limit)
+            if taken < min(owed - k * self.groups_per_step, n):
+                return None
+        return picks
 
     def stop(self) -> None:
         self._stopped = True
@@ -334,8 +377,8 @@ class AsyncFarmProducer:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-            try:  # an episode stuck in its cancellation is left to the runner's close (its host
-                # removes the sandboxes it made); stopping does not wait for it
+            try:  # the episodes end at once (each closes its sandbox on the way out); the bound is
+                # for a sandbox call stuck in its thread: what it holds is the runner's close's to remove
                 asyncio.run_coroutine_threadsafe(cancel(), self._loop).result(STOP_WAIT_S)
             except TimeoutError:
                 log.warning("the rollout producer's episodes did not end within %s s of the stop; "

@@ -8,10 +8,9 @@ import random
 import threading
 
 import pytest
+from fakes import FakePolicy
 
-from envfarm.env.loop_thread import LoopThread
 from envfarm.errors import ErrorKind
-from envfarm.policy.base import Completion
 from envfarm.rollout.trajectory import Trajectory, Turn
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
@@ -32,20 +31,6 @@ G = 4
 @pytest.fixture(scope="module")
 def tasks():
     return load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[:3]
-
-
-@pytest.fixture
-def loop():
-    thread = LoopThread("test-async-rollouts")
-    yield thread
-    thread.stop()
-
-
-class FakePolicy:
-    name = "fake"
-
-    async def act(self, messages, tools):
-        return Completion(text="x", prompt_ids=[1], completion_ids=[2], logprobs=[-0.5])
 
 
 def fake_farm(policy: VersionedPolicy, *, turns=(1, 4), seconds=(0.001, 0.02), faulty_member: int | None = None,
@@ -246,3 +231,31 @@ def test_importance_correction_is_switched_on_without_a_vllm_server():
     enable_importance_correction(trainer)
     assert trainer.use_vllm and trainer.vllm_importance_sampling_correction
     assert trainer.vllm_generation.sync_weights() is None
+
+
+def test_a_slow_group_is_trained_on_not_dropped_after_faster_ones(tasks, loop):
+    """Groups finish out of order: the first admitted plays longest. The trainer takes the oldest
+    finished group first, and waits for the slow one once a later batch would have no room left
+    for it within the bound, instead of training on fresher groups until it is too stale."""
+    clock = PolicyVersion()
+    policy = VersionedPolicy(FakePolicy(), clock)
+
+    async def play(task, slot):
+        await policy.act([], [])
+        await asyncio.sleep(0.6 if slot.group_index == 0 else 0.01)
+        return Trajectory(episode_id=slot.episode_id, instance_id=task.instance_id, reward=1.0, resolved=True)
+
+    producer = AsyncFarmProducer(tasks, play, clock, group_size=2, slots=8, groups_per_step=1, max_staleness=1,
+                                 loop=loop.loop)
+    producer.start()
+    try:
+        taken = []
+        for _ in range(4):
+            taken += [(clock.value, g) for g in producer.take(1, timeout=10)]
+            clock.bump()
+    finally:
+        producer.stop()
+    seqs = [g.seq for _, g in taken]
+    assert seqs[0] == 1  # group 1 (as old as group 0) had finished: the trainer did not wait
+    assert 0 in seqs and producer.groups_dropped_stale == 0
+    assert all(now - g.version <= 1 for now, g in taken)
