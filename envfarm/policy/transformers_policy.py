@@ -18,6 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from envfarm.policy.base import Completion, PolicyError
+from envfarm.policy.prefix_cache import PrefixCache, cached_logits
 
 CACHE_SIZE = 4096
 
@@ -30,7 +31,10 @@ class TransformersPolicy:
     name = "transformers"
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 512, temperature: float = 1.0,
-                 top_p: float = 1.0, chat_template_kwargs: dict[str, Any] | None = None) -> None:
+                 top_p: float = 1.0, chat_template_kwargs: dict[str, Any] | None = None,
+                 score_cache: int = 32) -> None:
+        """`score_cache`: how many scored conversations keep their attention cache for the next
+        turn's `score` (about one per episode in flight; 0 scores every turn from scratch)."""
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -40,6 +44,7 @@ class TransformersPolicy:
         self.eos_id: int = tokenizer.eos_token_id
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self._lock = threading.Lock()  # one generate at a time on one model
+        self.prefix_cache = PrefixCache(score_cache)
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> TransformersPolicy:
@@ -110,14 +115,16 @@ class TransformersPolicy:
             self._cache.popitem(last=False)
 
     def score(self, prompt: list[int], ids: list[int]) -> list[float]:
-        """The model's logprobs of `ids` after `prompt` (a guide's text scored as if the model wrote it)."""
+        """The model's logprobs of `ids` after `prompt` (a guide's text scored as if the model wrote it).
+
+        The part of `prompt` already scored in an earlier turn (with the same weights) is not run
+        through the model again (`PrefixCache`)."""
         import torch
 
         with self._lock, torch.no_grad():
-            device = next(self.model.parameters()).device
-            logits = self.model(torch.tensor([prompt + ids], device=device)).logits[0, len(prompt) - 1: -1].float()
+            logits = cached_logits(self.model, prompt + ids, len(prompt) - 1, self.prefix_cache)[:-1].float()
             logps = torch.log_softmax(logits, dim=-1)
-            return logps.gather(1, torch.tensor(ids, device=device)[:, None])[:, 0].tolist()
+            return logps.gather(1, torch.tensor(ids, device=logits.device)[:, None])[:, 0].tolist()
 
     def _generate(self, prompt: list[int]) -> tuple[list[int], list[float]]:
         import torch
