@@ -214,7 +214,7 @@ def run_env(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             "samples_per_min": round(samples / wall * 60, 2), "trainer_idle_share": round(rollout_s[0] / wall, 3),
             "trainer_busy_s_per_step": round((wall - rollout_s[0]) / max(trainer.state.global_step, 1), 2),
             "turns_mean": round(statistics.fmean(calls), 2) if calls else None, "samples_used_twice": 0,
-            "max_staleness_seen": 0}
+            "max_staleness_seen": 0, **_steady(trainer, grpo_args.per_device_train_batch_size)}
 
 
 def _stand_in_model(tiny: Any, tokenizer: Any, turn_s: float, draw: TurnDraw) -> Any:
@@ -255,7 +255,15 @@ def _figures(mode: str, wall: float, ids: list[str], idle_s: float, utilisation:
         "max_staleness_seen": max(staleness, default=0), "samples_dropped_stale": dropped,
         "samples_used_twice": len(ids) - len(set(ids)),
         "turns_mean": round(statistics.fmean(turns), 2) if turns else None,
+        **_steady(trainer, len(ids) // max(steps, 1)),
     }
+
+
+def _steady(trainer: Any, batch: int) -> dict[str, Any]:
+    """Samples per minute after the first step (TRL's `step_time` of each step): the first step
+    of an asynchronous run also fills its pipeline, which a longer run pays only once."""
+    times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h][1:]
+    return {"steady_samples_per_min": round(batch * len(times) / sum(times) * 60, 2) if times else None}
 
 
 def _median(values: list[Any]) -> Any:
@@ -296,15 +304,17 @@ def compare_modes(args: argparse.Namespace) -> int:
             values = [f[key] for f in figures]
             result[f"{key}_{name}"] = _median(values) if key != "staleness_histogram" else \
                 dict(sorted(sum((Counter(v) for v in values), Counter()).items()))
-            if args.repeats > 1 and key in ("samples_per_min", "trainer_idle_share", "trainer_busy_s_per_step"):
+            if args.repeats > 1 and key in ("samples_per_min", "steady_samples_per_min", "trainer_idle_share",
+                                            "trainer_busy_s_per_step"):
                 result[f"{key}_{name}_runs"] = values
     for name in names if "sync" in runs else []:
         if name == "sync":
             continue
-        ratios = [a["samples_per_min"] / s["samples_per_min"] for a, s in zip(runs[name], runs["sync"], strict=True)]
-        key = f"{name}_vs_sync_samples_ratio"
-        result[key] = round(statistics.median(ratios), 2)  # the median of the side-by-side ratios
-        result[f"{key}_runs"] = [round(r, 2) for r in ratios]
+        for figure, key in (("samples_per_min", f"{name}_vs_sync_samples_ratio"),
+                            ("steady_samples_per_min", f"{name}_vs_sync_steady_samples_ratio")):
+            ratios = [a[figure] / s[figure] for a, s in zip(runs[name], runs["sync"], strict=True)]
+            result[key] = round(statistics.median(ratios), 2)  # the median of the side-by-side ratios
+            result[f"{key}_runs"] = [round(r, 2) for r in ratios]
     every = [f for figures in runs.values() for f in figures]
     result["max_staleness_seen"] = max((f.get("max_staleness_seen", 0) for f in every), default=0)
     result["samples_used_twice"] = sum(f.get("samples_used_twice", 0) for f in every)
