@@ -8,8 +8,9 @@ buffer and the trainer's `rollout_func` takes them from there.
 Off-policy bound: every weight update bumps a `PolicyVersion`. A sample's version is the version
 in force when its *first* turn was generated (`VersionedPolicy` records one per turn; the
 oldest counts). The producer starts a group only while the groups it has promised to the trainer
-would be consumed within `max_staleness` updates, and the consumer drops (and counts) any group
-with a sample staler than the bound, so no trained sample is older than that. Each episode is
+would be consumed within `max_staleness` updates; the consumer takes the oldest finished groups
+first and waits for an unfinished old one rather than let it go stale, and drops (and counts)
+any group with a sample staler than the bound, so no trained sample is older than that. Each episode is
 handed out once. Masking is the synchronous path's: an infrastructure fault is a masked row
 (reward None), never a 0.
 
