@@ -52,6 +52,8 @@ class PrefixCache:
     def put(self, ids: list[int], cache: Any, stamp: tuple[int, ...]) -> None:
         if self.size <= 0:
             return
+        for key in [k for k, (_, _, entry_stamp) in self._entries.items() if entry_stamp != stamp]:
+            del self._entries[key]  # other weights: never valid again, free their memory now
         self._entries[self._next] = (list(ids), cache, stamp)
         self._next += 1
         while len(self._entries) > self.size:

@@ -32,9 +32,10 @@ class TransformersPolicy:
 
     def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 512, temperature: float = 1.0,
                  top_p: float = 1.0, chat_template_kwargs: dict[str, Any] | None = None,
-                 score_cache: int = 32) -> None:
+                 score_cache: int = 16) -> None:
         """`score_cache`: how many scored conversations keep their attention cache for the next
-        turn's `score` (about one per episode in flight; 0 scores every turn from scratch)."""
+        turn's `score` (about one per episode in flight; each holds the model's key/value cache of
+        its conversation; 0 scores every turn from scratch)."""
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
