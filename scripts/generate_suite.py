@@ -4,6 +4,11 @@
     python scripts/generate_suite.py --projects parse toolz --per-project 10 --workers 2
     python scripts/generate_suite.py --fresh                   # forget finished candidates
     python scripts/generate_suite.py --collect-only            # write the JSONL from the state file as it is
+    python scripts/generate_suite.py --kinds multi_location reimplement contract_change --per-project 6
+
+Kinds: `single` (one AST mutation, `<project>.jsonl`), `multi_location` (2-4 shipped single bugs
+combined), `reimplement` (a function body removed), `contract_change` (a helper's parameters
+reordered in its own module only); each new kind goes to `<project>.<kind>.jsonl`.
 
 Interrupt it at any time: finished candidates are in the state file and a rerun with the same
 seed skips them. Writes envfarm/tasks/builtin/<project>.jsonl and docs/TASKS.md.
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import time
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,7 +29,8 @@ from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
-from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive, drop_leaks
+from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
+from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks
 from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
@@ -47,18 +55,19 @@ async def run(args: argparse.Namespace) -> int:
         async with sem:
             baseline = await load_or_compute(project, factory, state_dir)
         passing = sum(s == "PASSED" for s in baseline.clean.values())
-        mutants = candidates_for(project, baseline, args.seed)
-        print(f"{name}: {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
-              file=sys.stderr)
         target = dict(c.split("=") for c in args.cap).get(name, args.per_project)
-        runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates))
-    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+        for kind in args.kinds:
+            mutants = proposals_for(kind, project, baseline, args.seed, args.max_candidates)
+            print(f"{name} ({kind}): {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
+                  file=sys.stderr)
+            runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates, kind=kind))
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False) as progress:
-        bars = {r.project.name: progress.add_task(r.project.name, total=r.target, info="") for r in runs}
+        bars = {id(r): progress.add_task(f"{r.project.name} {r.kind}", total=r.target, info="") for r in runs}
 
         def on_done(r: ProjectRun) -> None:
-            progress.update(bars[r.project.name], completed=min(r.accepted, r.target),
-                            info=f"tried {r.tried}")
+            progress.update(bars[id(r)], completed=min(r.accepted, r.target), info=f"tried {r.tried}")
 
         await asyncio.gather(*(drive(r, state, factory, sem, on_done) for r in runs))
         # one scan per image: a task whose fix the image holds outside /testbed is replaced
@@ -72,21 +81,44 @@ async def run(args: argparse.Namespace) -> int:
     for r in runs:
         tasks = accepted_tasks(r, state)
         total += len(tasks)
-        out = out_dir / f"{r.project.name}.jsonl"
+        out = out_dir / out_name(r.project.name, r.kind)
         if tasks:
             out.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
         else:
             out.unlink(missing_ok=True)
         top = ", ".join(f"{k} {n}" for k, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:4])
-        print(f"{r.project.name}: {len(tasks)} tasks from {r.tried} candidates (rejected: {top})", file=sys.stderr)
+        print(f"{r.project.name} ({r.kind}): {len(tasks)} tasks from {r.tried} candidates (rejected: {top})",
+              file=sys.stderr)
     if args.summary:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
+    print(json.dumps(figures(runs, state, time.monotonic() - started, args.workers)))
     return 0
+
+
+def figures(runs: list[ProjectRun], state: StateFile, wall: float, workers: int) -> dict:
+    """Rates of this run (candidates validated here, not those read back from the state file):
+    validated tasks per hour per worker, and yield (accepted / tried) per kind."""
+    fresh = [rec for rec in state.records.values() if rec.get("run") == state.run_id]
+    per_kind: dict[str, dict[str, float]] = {}
+    for rec in fresh:
+        k = per_kind.setdefault(rec.get("kind", "?"), {"tried": 0, "accepted": 0, "seconds": 0.0})
+        k["tried"] += 1
+        k["accepted"] += rec["status"] == "accepted"
+        k["seconds"] += rec.get("seconds", 0.0)
+    for k in per_kind.values():
+        k["yield"] = round(k["accepted"] / k["tried"], 3) if k["tried"] else 0.0
+        k["sandbox_seconds_per_task"] = round(k["seconds"] / k["accepted"], 1) if k["accepted"] else None
+    accepted = sum(k["accepted"] for k in per_kind.values())
+    return {"validated_tasks": accepted, "candidates_tried": len(fresh), "wall_s": round(wall, 1),
+            "workers": workers, "tasks_per_hour_per_worker": round(accepted / (wall / 3600) / workers, 2)
+            if wall > 0 else 0.0, "per_kind": per_kind}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kinds", nargs="*", default=["single"], choices=KINDS,
+                        help="task kinds to generate (default: single)")
     parser.add_argument("--projects", nargs="*", help="projects from images/projects.toml (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], help="projects to leave out")
     parser.add_argument("--per-project", type=int, default=36, help="validated tasks to keep per project")

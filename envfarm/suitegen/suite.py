@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from envfarm.sandbox.images import Project, read_file_from_image
 from envfarm.suitegen.baseline import Baseline, project_sources
@@ -31,11 +32,23 @@ from envfarm.tasks.schema import Task
 _CHECKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envfarm-synth-check")
 
 
+class Proposal(Protocol):
+    """A bug to validate, of any kind (a Mutant, a combination, a removed body...)."""
+
+    instance_id: str
+    kind: str
+
+    def check(self) -> bool: ...
+
+    def candidate(self) -> Candidate: ...
+
+
 class StateFile:
     """Append-only record of finished candidates: {instance_id, project, status, reason, task?}."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.run_id = f"{os.getpid()}-{time.time():.0f}"  # marks the records this run adds (for rates)
         self.records: dict[str, dict[str, Any]] = {}
         if path.exists():
             for line in path.read_text().splitlines():
@@ -47,6 +60,7 @@ class StateFile:
                     self.records[rec["instance_id"]] = rec
 
     def add(self, record: dict[str, Any]) -> None:
+        record = {**record, "run": self.run_id}
         self.records[record["instance_id"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
@@ -58,10 +72,11 @@ class ProjectRun:
     """One project's candidates in seeded order and its progress."""
 
     project: Project
-    mutants: list[Mutant]
+    mutants: Sequence[Proposal]
     baseline: Baseline
     target: int
     max_candidates: int
+    kind: str = "single"
     accepted: int = 0
     tried: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
@@ -84,13 +99,13 @@ def _reason_key(reason: str) -> str:
     return reason.split(":")[0].split(" (")[0][:60]
 
 
-async def validate_one(run: ProjectRun, mutant: Mutant, state: StateFile, factory: SandboxFactory,
+async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, factory: SandboxFactory,
                        sem: asyncio.Semaphore, on_done: Callable[[ProjectRun], None]) -> None:
     async with sem:
         if run.done:
             return
         started = time.perf_counter()
-        cand = Candidate(mutant.instance_id, mutant.path, mutant.source, "", meta=mutant.meta)
+        cand = mutant.candidate()
         timeout = max(180.0, 20 * run.baseline.seconds)
         record: dict[str, Any] = {"instance_id": mutant.instance_id, "project": run.project.name,
                                   "kind": mutant.kind}
