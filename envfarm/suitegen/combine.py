@@ -132,3 +132,32 @@ def combinations(project: str, singles: list[Task], read_clean: Callable[[str], 
         group.sort(key=lambda t: (_meta(t)["path"], _meta(t).get("line") or 0))
         out.append(Combination(iid, project, group, clean))
     return out
+
+
+def diff_texts(before: dict[str, str], after: dict[str, str]) -> str:
+    """A `git diff` turning `before` into `after` (same paths), as an agent's patch would be."""
+    with tempfile.TemporaryDirectory(prefix="envfarm-combine-") as tmp:
+        root = Path(tmp)
+        git = ["git", "-c", "user.name=envfarm", "-c", "user.email=envfarm@localhost"]
+        subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+        for path, text in before.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+        subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+        subprocess.run([*git, "commit", "-qm", "before"], cwd=root, check=True)
+        for path, text in after.items():
+            (root / path).write_text(text)
+        return subprocess.run([*git, "diff"], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def fix_all_but_one(task: Task, parts: list[Task], clean: dict[str, str]) -> list[str]:
+    """For each location of a multi-location task, the patch that fixes every other location and
+    leaves this one buggy (the gold patch minus that location's hunks)."""
+    everything = apply_patches(clean, [p.bug_patch for p in parts])
+    if everything is None:
+        raise ValueError(f"{task.instance_id}: its parts' bug patches do not apply together")
+    out = []
+    for part in parts:
+        alone = apply_patches(clean, [part.bug_patch]) or {}
+        out.append(diff_texts(everything, {p: alone.get(p, clean[p]) for p in everything}))
+    return out

@@ -185,6 +185,29 @@ async def restate_task(sandbox: Sandbox, project: Project, task: Task) -> Task:
     return Task.parse(row)
 
 
+def backfill(task: Task) -> Task:
+    """Without a sandbox: the terse level from the traceback statement's title, and the labels.
+
+    For tasks validated before the levels existed; `restate_task` adds the issue level and
+    `names_changed_file` when a sandbox pass can be afforded.
+    """
+    statements = dict(getattr(task, "statements", None) or {"traceback": task.problem_statement})
+    if "terse" not in statements:
+        head = task.problem_statement.splitlines()[0]
+        m = re.match(r"^`([^`]+)` (raises \w+|returns a wrong result)$", head)
+        exc = re.search(r" raises (\w+)$", head)
+        what = exc.group(1) if exc else None
+        obs = levels.Observation("", m.group(1) if m else None, f"{what}: " if what else None)
+        meta = getattr(task, "envfarm_meta", None) or {}
+        text = levels.terse(meta.get("kind", ""), [obs], len(task.FAIL_TO_PASS),
+                            len(meta.get("locations") or []) or 1, meta.get("function"))
+        if levels.safe(text, task.bug_patch, task.FAIL_TO_PASS):
+            statements["terse"] = text
+    row = {**task.model_dump(), "statements": statements}
+    row["difficulty"] = labels(Task.parse(row))
+    return Task.parse(row)
+
+
 async def restate_project(project: Project, tasks: list[Task], factory: SandboxFactory) -> list[Task]:
     sandbox = await factory(SandboxSpec(image=project.image), f"{project.name}-restate")
     try:
@@ -226,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--offline", action="store_true",
+                        help="no sandbox: record the terse level and the labels only (see backfill)")
     args = parser.parse_args(argv)
+    if args.offline:
+        for path in args.files:
+            done = [backfill(t) for t in load_jsonl(path)]
+            path.write_text("".join(t.model_dump_json() + "\n" for t in done))
+            print(f"{path.name}: {len(done)} tasks, {sum('terse' in t.statements for t in done)} terse")  # type: ignore[attr-defined]
+        return 0
     counts = asyncio.run(restate_files(args.files, args.workers))
     print(counts)
     return 0
