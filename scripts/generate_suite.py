@@ -30,11 +30,13 @@ from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
+from envfarm.suitegen.restate import restate_project
 from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks
 from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_REPRO = "no reproduction snippet fails on the bug and runs on the fix (no issue statement)"
 COMMAND = "python scripts/generate_suite.py --per-project 36 --seed 0 --workers 2"
 
 
@@ -57,7 +59,7 @@ async def run(args: argparse.Namespace) -> int:
         passing = sum(s == "PASSED" for s in baseline.clean.values())
         target = dict(c.split("=") for c in args.cap).get(name, args.per_project)
         for kind in args.kinds:
-            mutants = proposals_for(kind, project, baseline, args.seed, args.max_candidates)
+            mutants = proposals_for(kind, project, baseline, args.seed, max(args.max_candidates, 400))
             print(f"{name} ({kind}): {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
                   file=sys.stderr)
             runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates, kind=kind))
@@ -76,6 +78,9 @@ async def run(args: argparse.Namespace) -> int:
             if dropped:
                 print(f"{r.project.name}: {dropped} task(s) dropped: their fix is in the image outside /testbed",
                       file=sys.stderr)
+    restating = time.monotonic()
+    await asyncio.gather(*(restate_run(r, state, factory, sem) for r in runs if r.kind != "single"))
+    restate_s = time.monotonic() - restating
     out_dir = Path(args.out)
     total = 0
     for r in runs:
@@ -92,8 +97,25 @@ async def run(args: argparse.Namespace) -> int:
     if args.summary:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
-    print(json.dumps(figures(runs, state, time.monotonic() - started, args.workers)))
+    print(json.dumps({**figures(runs, state, time.monotonic() - started, args.workers),
+                      "restate_s": round(restate_s, 1)}))
     return 0
+
+
+async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Semaphore) -> None:
+    """Record the statement levels and labels on the run's new tasks (one sandbox); a task of a new
+    kind without a validated reproduction snippet (no issue level) is rejected."""
+    todo = [t for t in accepted_tasks(r, state) if not getattr(t, "statements", None)]
+    if not todo:
+        return
+    async with sem:
+        done = await restate_project(r.project, todo, factory)
+    for task in done:
+        rec = {k: v for k, v in state.records[task.instance_id].items() if k not in ("task", "run")}
+        if "issue" in task.statements:  # type: ignore[attr-defined]
+            state.add({**rec, "task": task.model_dump()})
+        else:
+            state.add({**rec, "status": "rejected", "reason": NO_REPRO})
 
 
 def figures(runs: list[ProjectRun], state: StateFile, wall: float, workers: int) -> dict:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from envfarm.sandbox.images import Project, read_file_from_image
 from envfarm.suitegen import combine, contract, reimplement
@@ -14,6 +15,7 @@ from envfarm.suitegen.baseline import Baseline, project_sources
 from envfarm.suitegen.suite import Proposal, candidates_for
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 
+_read = lru_cache(maxsize=256)(read_file_from_image)  # each kind reads the same sources: once
 KINDS = ("single", combine.KIND, reimplement.KIND, contract.KIND)
 
 
@@ -27,7 +29,7 @@ def proposals_for(kind: str, project: Project, baseline: Baseline, seed: int, li
         raise ValueError(f"unknown task kind {kind!r}; known: {', '.join(KINDS)}")
     if kind == "single":
         return candidates_for(project, baseline, seed)
-    texts = {p: read_file_from_image(project.image, f"/testbed/{p}") for p in project_sources(project.name)}
+    texts = {p: _read(project.image, f"/testbed/{p}") for p in project_sources(project.name)}
     if kind == reimplement.KIND:
         found = [m for p, t in texts.items()
                  for m in reimplement.removals_of_file(project.name, p, t, baseline.covered_lines(p))]
@@ -37,5 +39,5 @@ def proposals_for(kind: str, project: Project, baseline: Baseline, seed: int, li
         return contract.contract_changes(project.name, texts, covered, seed)
     single_file = BUILTIN_DIR / out_name(project.name, "single")
     singles = load_jsonl(single_file) if single_file.exists() else []
-    return combine.combinations(project.name, singles, lambda p: texts.get(p) or read_file_from_image(
-        project.image, f"/testbed/{p}"), seed, limit)
+    return combine.combinations(project.name, singles,
+                                lambda p: texts.get(p) or _read(project.image, f"/testbed/{p}"), seed, limit)

@@ -9,27 +9,12 @@ from envfarm.tasks import load, select
 from envfarm.tasks.difficulty import KEYS, labels, parse_filter, select_by, task_labels
 from envfarm.tasks.schema import Task, TaskError
 
-GOLD = """diff --git a/pkg/a.py b/pkg/a.py
---- a/pkg/a.py
-+++ b/pkg/a.py
-@@ -1,4 +1,4 @@
- def f():
--    return 0
-+    return 1
- 
- 
-@@ -10,3 +10,4 @@ def g():
-     x = 1
-+    x += 1
-     return x
-diff --git a/pkg/b.py b/pkg/b.py
---- a/pkg/b.py
-+++ b/pkg/b.py
-@@ -1,2 +1,2 @@
--X = 2
-+X = 3
- Y = 4
-"""
+GOLD = "\n".join([
+    "diff --git a/pkg/a.py b/pkg/a.py", "--- a/pkg/a.py", "+++ b/pkg/a.py",
+    "@@ -1,4 +1,4 @@", " def f():", "-    return 0", "+    return 1", " ", " ",
+    "@@ -10,3 +10,4 @@ def g():", "     x = 1", "+    x += 1", "     return x",
+    "diff --git a/pkg/b.py b/pkg/b.py", "--- a/pkg/b.py", "+++ b/pkg/b.py",
+    "@@ -1,2 +1,2 @@", "-X = 2", "+X = 3", " Y = 4", ""])
 
 
 def _task(**extra) -> Task:
