@@ -150,3 +150,47 @@ def test_reimplement_statements_never_quote_the_removed_body():
         assert removed and set(removed) <= set(changed_lines(task.bug_patch))
         for text in _levels(task).values():
             assert not [ln for ln in removed if ln in text], task.instance_id
+
+
+PYTEST_OUT = """============================= test session starts ==============================
+collected 2 items
+
+tests/test_text.py FF
+
+=================================== FAILURES ===================================
+__________________________________ test_slug ___________________________________
+tests/test_text.py:14: in test_slug
+    assert slug("A b") == "a-b"
+E   AssertionError: assert 'A-B' == 'a-b'
+____________________________ TestWords.test_split ______________________________
+mylib/text.py:3: in words
+    return s.split(1)
+E   TypeError: must be str or None, not int
+=========================== short test summary info ============================
+"""
+
+
+def test_failure_sections_split_one_run_per_test():
+    from envfarm.sandbox.images import Project
+    from envfarm.suitegen.restate import failure_sections
+    from envfarm.suitegen.statement import excerpt
+
+    sections = failure_sections(PYTEST_OUT)
+    assert set(sections) == {"test_slug", "TestWords.test_split"}
+    project = Project("demo", "1", "MIT", "python3 -m pytest tests", ("tests",))
+    frames, errors = excerpt(sections["test_slug"], project)
+    assert frames[0] == "tests/test_text.py:14: in test_slug" and "'A-B' == 'a-b'" in errors[0]
+    assert excerpt(sections["TestWords.test_split"], project)[1] == ["E   TypeError: must be str or None, not int"]
+
+
+def test_backfill_writes_terse_and_labels_from_the_data_alone():
+    from envfarm.suitegen.restate import backfill
+
+    row = {"instance_id": "demo__synth-1", "repo": "demo", "FAIL_TO_PASS": ["tests/test_text.py::test_slug"],
+           "problem_statement": "`slug` raises TypeError\n\nThe test `tests/test_text.py::test_slug` fails",
+           "image": "img", "eval_script": "true", "bug_patch": BUG, "patch": BUG,
+           "envfarm_meta": {"kind": "changed_constant", "generator": "envfarm.tasks.synth", "path": "mylib/text.py"}}
+    task = backfill(Task.parse(row))
+    assert task.statements == {"traceback": row["problem_statement"],  # type: ignore[attr-defined]
+                               "terse": "`slug` raises TypeError; 1 test fails."}
+    assert task.difficulty["kind"] == "single" and task.difficulty["f2p"] == 1  # type: ignore[attr-defined]
