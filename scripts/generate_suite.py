@@ -113,15 +113,15 @@ async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Sem
     for task in done:
         rec = {k: v for k, v in state.records[task.instance_id].items() if k not in ("task", "run")}
         if "issue" in task.statements:  # type: ignore[attr-defined]
-            state.add({**rec, "task": task.model_dump()})
+            state.add({**rec, "task": task.model_dump(), "restated": True})
         else:
-            state.add({**rec, "status": "rejected", "reason": NO_REPRO})
+            state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True})
 
 
 def figures(runs: list[ProjectRun], state: StateFile, wall: float, workers: int) -> dict:
     """Rates of this run (candidates validated here, not those read back from the state file):
     validated tasks per hour per worker, and yield (accepted / tried) per kind."""
-    fresh = [rec for rec in state.records.values() if rec.get("run") == state.run_id]
+    fresh = [rec for rec in state.records.values() if rec.get("run") == state.run_id and not rec.get("restated")]
     per_kind: dict[str, dict[str, float]] = {}
     for rec in fresh:
         k = per_kind.setdefault(rec.get("kind", "?"), {"tried": 0, "accepted": 0, "seconds": 0.0})
