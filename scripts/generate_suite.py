@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.summary:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
-    print(json.dumps({**figures(runs, state, time.monotonic() - started, args.workers),
+    print(json.dumps({**figures(run_records(state, state.run_id), time.monotonic() - started, args.workers),
                       "restate_s": round(restate_s, 1)}))
     return 0
 
@@ -118,12 +118,12 @@ async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Sem
             state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True})
 
 
-def figures(runs: list[ProjectRun], state: StateFile, wall: float, workers: int) -> dict:
-    """Rates of this run (candidates validated here, not those read back from the state file):
-    validated tasks per hour per worker, and yield (accepted / tried) per kind."""
-    fresh = [rec for rec in state.records.values() if rec.get("run") == state.run_id and not rec.get("restated")]
+def figures(records: list[dict], wall: float | None, workers: int) -> dict:
+    """Rates over the given finished candidates: validated tasks per hour per worker (per hour of
+    one sandbox's validation time, from each candidate's own seconds; and, with `wall`, per hour
+    of the run's wall time over `workers`), and yield (accepted / tried) per kind."""
     per_kind: dict[str, dict[str, float]] = {}
-    for rec in fresh:
+    for rec in records:
         k = per_kind.setdefault(rec.get("kind", "?"), {"tried": 0, "accepted": 0, "seconds": 0.0})
         k["tried"] += 1
         k["accepted"] += rec["status"] == "accepted"
@@ -131,10 +131,20 @@ def figures(runs: list[ProjectRun], state: StateFile, wall: float, workers: int)
     for k in per_kind.values():
         k["yield"] = round(k["accepted"] / k["tried"], 3) if k["tried"] else 0.0
         k["sandbox_seconds_per_task"] = round(k["seconds"] / k["accepted"], 1) if k["accepted"] else None
+        k["seconds"] = round(k["seconds"], 1)
     accepted = sum(k["accepted"] for k in per_kind.values())
-    return {"validated_tasks": accepted, "candidates_tried": len(fresh), "wall_s": round(wall, 1),
-            "workers": workers, "tasks_per_hour_per_worker": round(accepted / (wall / 3600) / workers, 2)
-            if wall > 0 else 0.0, "per_kind": per_kind}
+    busy = sum(k["seconds"] for k in per_kind.values())
+    out = {"validated_tasks": accepted, "candidates_tried": len(records), "workers": workers,
+           "tasks_per_worker_hour_of_validation": round(accepted / (busy / 3600), 2) if busy else 0.0,
+           "per_kind": per_kind}
+    if wall:
+        out |= {"wall_s": round(wall, 1), "tasks_per_hour_per_worker": round(accepted / (wall / 3600) / workers, 2)}
+    return out
+
+
+def run_records(state: StateFile, run_id: str) -> list[dict]:
+    """The candidates a run validated (not those it read back, nor the restating of them)."""
+    return [rec for rec in state.records.values() if rec.get("run") == run_id and not rec.get("restated")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-summary", dest="summary", action="store_false", help="do not rewrite docs/TASKS.md")
     parser.add_argument("--collect-only", action="store_true",
                         help="validate nothing more: write the tasks already accepted in the state file")
+    parser.add_argument("--rates-of", metavar="RUN_ID",
+                        help="validate nothing: print the rates of an earlier (perhaps interrupted) run from the "
+                             "state file (RUN_ID: the `run` field of its records)")
     args = parser.parse_args(argv)
+    if args.rates_of:
+        state = StateFile(Path(args.state_dir) / f"seed{args.seed}.state.jsonl")
+        print(json.dumps(figures(run_records(state, args.rates_of), None, args.workers)))
+        return 0
     if args.collect_only:
         args.max_candidates = 0
     if args.fresh:
