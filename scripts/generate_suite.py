@@ -31,7 +31,7 @@ from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
 from envfarm.suitegen.restate import restate_project
-from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks
+from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks_by_image
 from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
@@ -73,11 +73,10 @@ async def run(args: argparse.Namespace) -> int:
 
         await asyncio.gather(*(drive(r, state, factory, sem, on_done) for r in runs))
         # one scan per image: a task whose fix the image holds outside /testbed is replaced
-        for r in runs:
-            dropped = await drop_leaks(r, state, factory, sem, on_done)
-            if dropped:
-                print(f"{r.project.name}: {dropped} task(s) dropped: their fix is in the image outside /testbed",
-                      file=sys.stderr)
+        dropped = await drop_leaks_by_image(runs, state, factory, sem, on_done)
+        for name, n in dropped.items():
+            if n:
+                print(f"{name}: {n} task(s) dropped: their fix is in the image outside /testbed", file=sys.stderr)
     restating = time.monotonic()
     await asyncio.gather(*(restate_run(r, state, factory, sem) for r in runs if r.kind != "single"))
     restate_s = time.monotonic() - restating

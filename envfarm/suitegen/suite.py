@@ -173,15 +173,34 @@ def accepted_tasks(run: ProjectRun, state: StateFile) -> list[Task]:
 LEAK_REASON = "the fix is in the image outside /testbed"
 
 
+async def drop_leaks_by_image(runs: list[ProjectRun], state: StateFile, factory: SandboxFactory,
+                              sem: asyncio.Semaphore, on_done: Callable[[ProjectRun], None]) -> dict[str, int]:
+    """`drop_leaks` for every run, with one scan per image for all its runs (kinds) at once: a
+    scan walks the whole file system, whatever the number of tasks. Returns drops per run."""
+    by_image: dict[str, list[ProjectRun]] = {}
+    for r in runs:
+        by_image.setdefault(r.project.image, []).append(r)
+    dropped: dict[str, int] = {}
+    for image, group in by_image.items():
+        tasks = [t for r in group for t in accepted_tasks(r, state)]
+        safe: set[str] = set()
+        if tasks:
+            scan = await asyncio.to_thread(scan_image, image, tasks)
+            safe = {t.instance_id for t in tasks} - scan.unsafe
+        for r in group:
+            dropped[f"{r.project.name} {r.kind}"] = await drop_leaks(r, state, factory, sem, on_done, checked=safe)
+    return dropped
+
+
 async def drop_leaks(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem: asyncio.Semaphore,
-                     on_done: Callable[[ProjectRun], None], rounds: int = 5) -> int:
+                     on_done: Callable[[ProjectRun], None], rounds: int = 5, checked: set[str] | None = None) -> int:
     """Scan the project's image once for the accepted tasks' fixes; reject those found, refill.
 
     A rejected task is recorded in the state file like any other rejection, and the project's
     candidates are driven again to replace it; the new tasks are scanned in turn. Returns how many
-    tasks were dropped.
+    tasks were dropped. `checked`: tasks an earlier scan of the image found safe (not scanned again).
     """
-    checked: set[str] = set()
+    checked = set(checked or ())
     dropped = 0
     for _ in range(rounds):
         todo = [t for t in accepted_tasks(run, state) if t.instance_id not in checked]
