@@ -122,10 +122,14 @@ def difficulty_tables(tasks: list[Task]) -> list[str]:
     return out
 
 
+KEPT_FROM = "## Task rows from public datasets"  # the hand-written rest of the page, kept as it is
+
+
 def write_summary(path: Path, command: str) -> None:
     tasks = [t for f in sorted(BUILTIN_DIR.glob("*.jsonl")) for t in load_jsonl(f)]
-    path.write_text(render(tasks, command))
-
+    old = path.read_text() if path.exists() else ""
+    kept = old[old.index(KEPT_FROM):] if KEPT_FROM in old else ""
+    path.write_text(render(tasks, command) + ("\n" + kept if kept else ""))
 
 if __name__ == "__main__":
     import sys
