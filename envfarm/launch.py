@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     work = ap.add_argument_group("the work")
     work.add_argument("--tasks", default="builtin",
                       help="'builtin', 'builtin:<project>', a JSONL file, a SWE-bench task directory, "
-                           "or a Hugging Face dataset name (default: builtin)")
+                           "or a Hugging Face dataset name, optionally filtered by difficulty labels: "
+                           "'builtin?kind=multi_location&min_locations=2&statement=issue' "
+                           "(keys: see envfarm.tasks.difficulty) (default: builtin)")
     work.add_argument("--limit-tasks", type=int, default=None, help="use only the first N tasks")
     work.add_argument("--policy", default=None,
                       help="'scripted' (solves tasks from their gold patch), 'openai', 'transformers', 'sim', "

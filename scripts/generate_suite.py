@@ -4,6 +4,11 @@
     python scripts/generate_suite.py --projects parse toolz --per-project 10 --workers 2
     python scripts/generate_suite.py --fresh                   # forget finished candidates
     python scripts/generate_suite.py --collect-only            # write the JSONL from the state file as it is
+    python scripts/generate_suite.py --kinds multi_location reimplement contract_change --per-project 6
+
+Kinds: `single` (one AST mutation, `<project>.jsonl`), `multi_location` (2-4 shipped single bugs
+combined), `reimplement` (a function body removed), `contract_change` (a helper's parameters
+reordered in its own module only); each new kind goes to `<project>.<kind>.jsonl`.
 
 Interrupt it at any time: finished candidates are in the state file and a rerun with the same
 seed skips them. Writes envfarm/tasks/builtin/<project>.jsonl and docs/TASKS.md.
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import time
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,11 +29,14 @@ from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
-from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, candidates_for, drive, drop_leaks
+from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
+from envfarm.suitegen.restate import restate_project
+from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks_by_image
 from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_REPRO = "no reproduction snippet fails on the bug and runs on the fix (no issue statement)"
 COMMAND = "python scripts/generate_suite.py --per-project 36 --seed 0 --workers 2"
 
 
@@ -47,46 +57,99 @@ async def run(args: argparse.Namespace) -> int:
         async with sem:
             baseline = await load_or_compute(project, factory, state_dir)
         passing = sum(s == "PASSED" for s in baseline.clean.values())
-        mutants = candidates_for(project, baseline, args.seed)
-        print(f"{name}: {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
-              file=sys.stderr)
         target = dict(c.split("=") for c in args.cap).get(name, args.per_project)
-        runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates))
-    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+        for kind in args.kinds:
+            mutants = proposals_for(kind, project, baseline, args.seed, max(args.max_candidates, 400))
+            print(f"{name} ({kind}): {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
+                  file=sys.stderr)
+            runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates, kind=kind))
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False) as progress:
-        bars = {r.project.name: progress.add_task(r.project.name, total=r.target, info="") for r in runs}
+        bars = {id(r): progress.add_task(f"{r.project.name} {r.kind}", total=r.target, info="") for r in runs}
 
         def on_done(r: ProjectRun) -> None:
-            progress.update(bars[r.project.name], completed=min(r.accepted, r.target),
-                            info=f"tried {r.tried}")
+            progress.update(bars[id(r)], completed=min(r.accepted, r.target), info=f"tried {r.tried}")
 
         await asyncio.gather(*(drive(r, state, factory, sem, on_done) for r in runs))
         # one scan per image: a task whose fix the image holds outside /testbed is replaced
-        for r in runs:
-            dropped = await drop_leaks(r, state, factory, sem, on_done)
-            if dropped:
-                print(f"{r.project.name}: {dropped} task(s) dropped: their fix is in the image outside /testbed",
-                      file=sys.stderr)
+        dropped = await drop_leaks_by_image(runs, state, factory, sem, on_done)
+        for name, n in dropped.items():
+            if n:
+                print(f"{name}: {n} task(s) dropped: their fix is in the image outside /testbed", file=sys.stderr)
+    restating = time.monotonic()
+    await asyncio.gather(*(restate_run(r, state, factory, sem) for r in runs if r.kind != "single"))
+    restate_s = time.monotonic() - restating
     out_dir = Path(args.out)
     total = 0
     for r in runs:
         tasks = accepted_tasks(r, state)
         total += len(tasks)
-        out = out_dir / f"{r.project.name}.jsonl"
+        out = out_dir / out_name(r.project.name, r.kind)
         if tasks:
             out.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
         else:
             out.unlink(missing_ok=True)
         top = ", ".join(f"{k} {n}" for k, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:4])
-        print(f"{r.project.name}: {len(tasks)} tasks from {r.tried} candidates (rejected: {top})", file=sys.stderr)
+        print(f"{r.project.name} ({r.kind}): {len(tasks)} tasks from {r.tried} candidates (rejected: {top})",
+              file=sys.stderr)
     if args.summary:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
+    print(json.dumps({**figures(run_records(state, state.run_id), time.monotonic() - started, args.workers),
+                      "restate_s": round(restate_s, 1)}))
     return 0
+
+
+async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Semaphore) -> None:
+    """Record the statement levels and labels on the run's new tasks (one sandbox); a task of a new
+    kind without a validated reproduction snippet (no issue level) is rejected."""
+    todo = [t for t in accepted_tasks(r, state) if not getattr(t, "statements", None)]
+    if not todo:
+        return
+    async with sem:
+        done = await restate_project(r.project, todo, factory)
+    for task in done:
+        rec = {k: v for k, v in state.records[task.instance_id].items() if k not in ("task", "run")}
+        if "issue" in task.statements:  # type: ignore[attr-defined]
+            state.add({**rec, "task": task.model_dump(), "restated": True})
+        else:
+            state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True})
+
+
+def figures(records: list[dict], wall: float | None, workers: int) -> dict:
+    """Rates over the given finished candidates: validated tasks per hour per worker (per hour of
+    one sandbox's validation time, from each candidate's own seconds; and, with `wall`, per hour
+    of the run's wall time over `workers`), and yield (accepted / tried) per kind."""
+    per_kind: dict[str, dict[str, float]] = {}
+    for rec in records:
+        k = per_kind.setdefault(rec.get("kind", "?"), {"tried": 0, "accepted": 0, "seconds": 0.0})
+        k["tried"] += 1
+        k["accepted"] += rec["status"] == "accepted"
+        k["seconds"] += rec.get("seconds", 0.0)
+    for k in per_kind.values():
+        k["yield"] = round(k["accepted"] / k["tried"], 3) if k["tried"] else 0.0
+        k["sandbox_seconds_per_task"] = round(k["seconds"] / k["accepted"], 1) if k["accepted"] else None
+        k["seconds"] = round(k["seconds"], 1)
+    accepted = sum(k["accepted"] for k in per_kind.values())
+    busy = sum(k["seconds"] for k in per_kind.values())
+    out = {"validated_tasks": accepted, "candidates_tried": len(records), "workers": workers,
+           "tasks_per_worker_hour_of_validation": round(accepted / (busy / 3600), 2) if busy else 0.0,
+           "per_kind": per_kind}
+    if wall:
+        out |= {"wall_s": round(wall, 1), "tasks_per_hour_per_worker": round(accepted / (wall / 3600) / workers, 2)}
+    return out
+
+
+def run_records(state: StateFile, run_id: str) -> list[dict]:
+    """The candidates a run validated (not those it read back, nor the restating of them)."""
+    return [rec for rec in state.records.values() if rec.get("run") == run_id and not rec.get("restated")]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kinds", nargs="*", default=["single"], choices=KINDS,
+                        help="task kinds to generate (default: single)")
     parser.add_argument("--projects", nargs="*", help="projects from images/projects.toml (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], help="projects to leave out")
     parser.add_argument("--per-project", type=int, default=36, help="validated tasks to keep per project")
@@ -101,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-summary", dest="summary", action="store_false", help="do not rewrite docs/TASKS.md")
     parser.add_argument("--collect-only", action="store_true",
                         help="validate nothing more: write the tasks already accepted in the state file")
+    parser.add_argument("--rates-of", metavar="RUN_ID",
+                        help="validate nothing: print the rates of an earlier (perhaps interrupted) run from the "
+                             "state file (RUN_ID: the `run` field of its records)")
     args = parser.parse_args(argv)
+    if args.rates_of:
+        state = StateFile(Path(args.state_dir) / f"seed{args.seed}.state.jsonl")
+        print(json.dumps(figures(run_records(state, args.rates_of), None, args.workers)))
+        return 0
     if args.collect_only:
         args.max_candidates = 0
     if args.fresh:

@@ -7,8 +7,9 @@ fail with the bug (FAIL_TO_PASS >= 1), others still pass (PASS_TO_PASS >= 1), an
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT, TestStatus
 from swebench.harness.log_parsers import PARSER_REGISTRY
@@ -26,13 +27,21 @@ LOG_PARSER = "parse_log_pytest"
 
 @dataclass
 class Candidate:
-    """A proposed bug: one file of the project with new content."""
+    """A proposed bug: one file of the project with new content, or several (`files`)."""
 
     instance_id: str
     path: str  # relative to /testbed
     buggy_source: str
     problem_statement: str
     meta: dict | None = None  # e.g. mutation kind, function name (kept out of the statement)
+    files: dict[str, str] | None = None  # path -> buggy text, for bugs over several files
+    # Multi-location bugs: for each location, the files as they are with only that location left
+    # buggy (every other one fixed). Each must leave some test failing, or that location is no bug.
+    partials: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return dict(self.files) if self.files else {self.path: self.buggy_source}
 
 
 class Rejected(Exception):
@@ -76,6 +85,21 @@ async def diff_against_clean(sandbox: Sandbox, path: str, new_source: str) -> st
     return res.output if res.output.endswith("\n") or not res.output else res.output + "\n"
 
 
+async def check_partials(sandbox: Sandbox, project: Project, partials: list[dict[str, str]],
+                         clean_results: dict[str, str], timeout: float) -> None:
+    """Every location of a multi-location bug matters: fixing all but one leaves a test failing.
+
+    Runs in the buggy sandbox (the bug committed as HEAD); the work tree is reset after each.
+    """
+    for i, files in enumerate(partials):
+        for path, text in files.items():
+            await sandbox.write_file(f"/testbed/{path}", text)
+        results = await run_tests(sandbox, project, timeout=timeout)
+        await sandbox.exec("cd /testbed && git checkout -q -- .", timeout=60)
+        if all(results.get(t) in PASSING for t, st in clean_results.items() if st in PASSING):
+            raise Rejected(f"location {i + 1} is no bug: with every other location fixed all tests pass")
+
+
 async def derive_task(candidate: Candidate, project: Project, sandbox_factory: SandboxFactory,
                       clean_results: dict[str, str] | None = None, check_runs: int = 2,
                       describe: Describe | None = None, test_timeout: float = 300,
@@ -93,12 +117,15 @@ async def derive_task(candidate: Candidate, project: Project, sandbox_factory: S
     try:
         if clean_results is None:
             clean_results = await run_tests(sandbox, project, timeout=test_timeout)
-        bug_patch = await diff_against_clean(sandbox, candidate.path, candidate.buggy_source)
+        paths = sorted(candidate.sources)
+        bug_patch = "".join([await diff_against_clean(sandbox, p, text)
+                             for p, text in sorted(candidate.sources.items())])
         if not bug_patch.strip():
             raise Rejected("the change is empty")
-        gold = await sandbox.exec(f"cd /testbed && git diff -R -- {candidate.path}", timeout=60,
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        gold = await sandbox.exec(f"cd /testbed && git diff -R -- {quoted}", timeout=60,
                                   output_limit=8 << 20)
-        await sandbox.exec(f"cd /testbed && git checkout -q -- {candidate.path}", timeout=60)
+        await sandbox.exec(f"cd /testbed && git checkout -q -- {quoted}", timeout=60)
         base_commit = await commit_bug(sandbox, bug_patch)
         runs = []
         for _ in range(check_runs):
@@ -112,6 +139,7 @@ async def derive_task(candidate: Candidate, project: Project, sandbox_factory: S
             # e.g. parametrized from a set in hash order, say nothing about the bug)
             if any(runs[-1].get(t) != runs[0].get(t) for t, st in clean_results.items() if st in PASSING):
                 raise Rejected("flaky: two runs of the tests on the buggy code disagree")
+        await check_partials(sandbox, project, candidate.partials, clean_results, test_timeout)
         if not statement and describe is not None:
             statement = await describe(sandbox, project, f2p, bug_patch) or ""
     finally:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from envfarm.suitegen.derive import Candidate
 from envfarm.suitegen.edits import Edit, Source
 from envfarm.suitegen.mutations import KINDS
 
@@ -37,6 +38,7 @@ class Mutant:
     lineno: int
     edits: tuple[Edit, ...]
     original: Source = field(repr=False, compare=False)
+    generator: str = "envfarm.tasks.synth"
 
     @property
     def source(self) -> str:
@@ -46,8 +48,12 @@ class Mutant:
     def meta(self) -> dict[str, object]:
         # "generator" is a stable label recorded in the shipped suite (envfarm_meta), not a module
         # path: it keeps its value from before the package moved so new rows match the old ones.
-        return {"generator": "envfarm.tasks.synth", "kind": self.kind, "path": self.path,
+        return {"generator": self.generator, "kind": self.kind, "path": self.path,
                 "function": self.function, "line": self.lineno}
+
+    def candidate(self) -> Candidate:
+        """What validation takes: the mutated file, no statement yet."""
+        return Candidate(self.instance_id, self.path, self.source, "", meta=self.meta)
 
     def check(self) -> bool:
         """The mutated file compiles and its AST differs from the original's (not a no-op)."""

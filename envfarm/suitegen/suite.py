@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from envfarm.sandbox.images import Project, read_file_from_image
 from envfarm.suitegen.baseline import Baseline, project_sources
@@ -31,11 +32,23 @@ from envfarm.tasks.schema import Task
 _CHECKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envfarm-synth-check")
 
 
+class Proposal(Protocol):
+    """A bug to validate, of any kind (a Mutant, a combination, a removed body...)."""
+
+    instance_id: str
+    kind: str
+
+    def check(self) -> bool: ...
+
+    def candidate(self) -> Candidate: ...
+
+
 class StateFile:
     """Append-only record of finished candidates: {instance_id, project, status, reason, task?}."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.run_id = f"{os.getpid()}-{time.time():.0f}"  # marks the records this run adds (for rates)
         self.records: dict[str, dict[str, Any]] = {}
         if path.exists():
             for line in path.read_text().splitlines():
@@ -47,6 +60,7 @@ class StateFile:
                     self.records[rec["instance_id"]] = rec
 
     def add(self, record: dict[str, Any]) -> None:
+        record = {**record, "run": self.run_id}
         self.records[record["instance_id"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
@@ -58,10 +72,11 @@ class ProjectRun:
     """One project's candidates in seeded order and its progress."""
 
     project: Project
-    mutants: list[Mutant]
+    mutants: Sequence[Proposal]
     baseline: Baseline
     target: int
     max_candidates: int
+    kind: str = "single"
     accepted: int = 0
     tried: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
@@ -84,13 +99,13 @@ def _reason_key(reason: str) -> str:
     return reason.split(":")[0].split(" (")[0][:60]
 
 
-async def validate_one(run: ProjectRun, mutant: Mutant, state: StateFile, factory: SandboxFactory,
+async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, factory: SandboxFactory,
                        sem: asyncio.Semaphore, on_done: Callable[[ProjectRun], None]) -> None:
     async with sem:
         if run.done:
             return
         started = time.perf_counter()
-        cand = Candidate(mutant.instance_id, mutant.path, mutant.source, "", meta=mutant.meta)
+        cand = mutant.candidate()
         timeout = max(180.0, 20 * run.baseline.seconds)
         record: dict[str, Any] = {"instance_id": mutant.instance_id, "project": run.project.name,
                                   "kind": mutant.kind}
@@ -158,15 +173,34 @@ def accepted_tasks(run: ProjectRun, state: StateFile) -> list[Task]:
 LEAK_REASON = "the fix is in the image outside /testbed"
 
 
+async def drop_leaks_by_image(runs: list[ProjectRun], state: StateFile, factory: SandboxFactory,
+                              sem: asyncio.Semaphore, on_done: Callable[[ProjectRun], None]) -> dict[str, int]:
+    """`drop_leaks` for every run, with one scan per image for all its runs (kinds) at once: a
+    scan walks the whole file system, whatever the number of tasks. Returns drops per run."""
+    by_image: dict[str, list[ProjectRun]] = {}
+    for r in runs:
+        by_image.setdefault(r.project.image, []).append(r)
+    dropped: dict[str, int] = {}
+    for image, group in by_image.items():
+        tasks = [t for r in group for t in accepted_tasks(r, state)]
+        safe: set[str] = set()
+        if tasks:
+            scan = await asyncio.to_thread(scan_image, image, tasks)
+            safe = {t.instance_id for t in tasks} - scan.unsafe
+        for r in group:
+            dropped[f"{r.project.name} {r.kind}"] = await drop_leaks(r, state, factory, sem, on_done, checked=safe)
+    return dropped
+
+
 async def drop_leaks(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem: asyncio.Semaphore,
-                     on_done: Callable[[ProjectRun], None], rounds: int = 5) -> int:
+                     on_done: Callable[[ProjectRun], None], rounds: int = 5, checked: set[str] | None = None) -> int:
     """Scan the project's image once for the accepted tasks' fixes; reject those found, refill.
 
     A rejected task is recorded in the state file like any other rejection, and the project's
     candidates are driven again to replace it; the new tasks are scanned in turn. Returns how many
-    tasks were dropped.
+    tasks were dropped. `checked`: tasks an earlier scan of the image found safe (not scanned again).
     """
-    checked: set[str] = set()
+    checked = set(checked or ())
     dropped = 0
     for _ in range(rounds):
         todo = [t for t in accepted_tasks(run, state) if t.instance_id not in checked]

@@ -5,6 +5,10 @@
     load("my_tasks.jsonl")      # task rows, one JSON object a line
     load("swebench_dir/")       # a SWE-bench task directory (*.jsonl, *.json, *.parquet files)
     load("org/dataset")         # a Hugging Face dataset (needs the hub; a clear error without it)
+    load("builtin?kind=multi_location&min_locations=3")   # any of these, filtered by difficulty
+    load("builtin", difficulty={"kind": "reimplement", "statement": "issue"})
+
+Filters (after `?`, or `difficulty=`) are described in `envfarm.tasks.difficulty`.
 
 Rows may be in any public dataset's layout (SWE-bench, SWE-Gym, SWE-smith, SWE-rebench, R2E-Gym,
 swebench 5.x): every loader maps them with `envfarm.tasks.layouts.to_task_row` first.
@@ -96,8 +100,27 @@ def load_builtin(project: str | None = None) -> list[Task]:
     return tasks
 
 
-def load(spec: str, split: str = "test") -> list[Task]:
-    """Tasks from a spec string (see the module docstring); raises TaskError with the reason."""
+def load(spec: str, split: str = "test", difficulty: str | dict[str, Any] | None = None) -> list[Task]:
+    """Tasks from a spec string (see the module docstring), filtered by `difficulty` and by a
+    `?query` at the end of the spec; raises TaskError with the reason."""
+    base, sep, query = spec.rpartition("?")
+    if sep and not Path(spec).expanduser().exists():
+        from envfarm.tasks.difficulty import parse_filter, select_by
+
+        parse_filter(query)  # a bad filter is named before anything loads
+        tasks = select_by(_load(base, split), query)
+        if not tasks:
+            raise TaskError(f"no task of {base!r} matches the filter {query!r}")
+    else:
+        tasks = _load(spec, split)
+    if difficulty:
+        from envfarm.tasks.difficulty import select_by
+
+        tasks = select_by(tasks, difficulty)
+    return tasks
+
+
+def _load(spec: str, split: str) -> list[Task]:
     if spec == "builtin" or spec.startswith("builtin:"):
         return load_builtin(spec.partition(":")[2] or None)
     path = Path(spec).expanduser()
@@ -115,10 +138,15 @@ def load(spec: str, split: str = "test") -> list[Task]:
 
 
 def select(tasks: Iterable[Task], repos: Iterable[str] | None = None,
-           ids: Iterable[str] | None = None, limit: int | None = None) -> list[Task]:
-    """Filter by project and instance id, keeping order."""
+           ids: Iterable[str] | None = None, limit: int | None = None,
+           difficulty: str | dict[str, Any] | None = None) -> list[Task]:
+    """Filter by project, instance id and difficulty labels (`envfarm.tasks.difficulty`), keeping order."""
     repo_set, id_set = set(repos or []), set(ids or [])
     out = [t for t in tasks if (not repo_set or t.repo in repo_set) and (not id_set or t.instance_id in id_set)]
+    if difficulty:
+        from envfarm.tasks.difficulty import select_by
+
+        out = select_by(out, difficulty)
     return out[:limit] if limit is not None else out
 
 

@@ -1,0 +1,197 @@
+"""Reproduction snippets: a failing test's body turned into the few lines a user would paste.
+
+The snippet is the test function's body (dedented), preceded by the imports it uses and the
+module-level helpers and constants it refers to; unittest-style `self.assertX(a, b)` calls become
+plain `assert`s. Tests that need fixtures, parameters, relative imports or other `self` state are
+left out (None). The test's own name and file never appear: the snippet reads as user code.
+Whether it really reproduces the bug is decided by running it (see `restate`), not here.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from dataclasses import dataclass
+
+MAX_BODY_LINES = 18
+MAX_LINES = 40
+
+UNITTEST_ASSERTS = {
+    "assertEqual": "{0} == {1}", "assertEquals": "{0} == {1}", "assertNotEqual": "{0} != {1}",
+    "assertTrue": "{0}", "assertFalse": "not {0}", "assertIs": "{0} is {1}", "assertIsNot": "{0} is not {1}",
+    "assertIsNone": "{0} is None", "assertIsNotNone": "{0} is not None", "assertIn": "{0} in {1}",
+    "assertNotIn": "{0} not in {1}", "assertIsInstance": "isinstance({0}, {1})",
+    "assertGreater": "{0} > {1}", "assertLess": "{0} < {1}", "assertGreaterEqual": "{0} >= {1}",
+    "assertLessEqual": "{0} <= {1}",
+}
+
+
+def _find(tree: ast.Module, names: list[str]) -> ast.FunctionDef | None:
+    body: list[ast.stmt] = tree.body
+    node: ast.AST | None = None
+    for name in names:
+        node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name), None)
+        if node is None:
+            return None
+        body = node.body
+    return node if isinstance(node, ast.FunctionDef) else None
+
+
+class _Unself(ast.NodeTransformer):
+    """`self.assertEqual(a, b)` -> `assert a == b`; any other use of `self` marks it unusable."""
+
+    def __init__(self) -> None:
+        self.unusable = False
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        call = node.value
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and \
+                isinstance(call.func.value, ast.Name) and call.func.value.id == "self" and \
+                call.func.attr in UNITTEST_ASSERTS and not call.keywords:
+            form = UNITTEST_ASSERTS[call.func.attr]
+            needed = form.count("{")
+            if len(call.args) >= needed:
+                args = [f"({ast.unparse(self.visit(a))})" for a in call.args[:needed]]
+                return ast.parse(f"assert {form.format(*args)}").body[0]
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id == "self":
+            self.unusable = True
+        return node
+
+
+def _names_used(nodes: list[ast.AST]) -> set[str]:
+    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _module_defs(tree: ast.Module) -> dict[str, ast.stmt]:
+    out: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            out[node.name] = node
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    out[target.id] = node
+    return out
+
+
+ACTUAL = "ENVFARM_ACTUAL:"
+
+
+@dataclass(frozen=True)
+class Repro:
+    """A snippet as shown (`text`), as run (`script`: it also prints the value a final
+    `assert X == Y` got), and that comparison's two sides (for the statement's words)."""
+
+    text: str
+    script: str
+    compared: tuple[str, str] | None
+
+
+def repro(test_id: str, test_source: str, stop_line: int | None = None) -> Repro | None:
+    """`snippet`, ending at the statement that holds `stop_line` (the failing line), with the
+    final equality assertion instrumented to report the value it got."""
+    text = snippet(test_id, test_source, stop_line)
+    if text is None:
+        return None
+    tree = ast.parse(text)
+    last = tree.body[-1]
+    sides = _compared(last)
+    if sides is not None:
+        left, right = sides
+        got = ast.unparse(left)
+        pair = (got, ast.unparse(right))
+        _replace(last, left, ast.Name("_envfarm_got", ast.Load()))
+        head = "\n".join(ast.unparse(n) for n in tree.body[:-1])
+        script = (f"{head}\n_envfarm_got = {got}\nprint({ACTUAL!r}, repr(_envfarm_got)[:300], flush=True)\n"
+                  f"{ast.unparse(last)}\n")
+        return Repro(text, script, pair)
+    return Repro(text, text, None)
+
+
+def _compared(stmt: ast.stmt) -> tuple[ast.expr, ast.expr] | None:
+    """The (got, expected) sides of `assert X == Y` or `assert same(X, Y)`."""
+    if not isinstance(stmt, ast.Assert) or stmt.msg is not None:
+        return None
+    test = stmt.test
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+        return test.left, test.comparators[0]
+    if isinstance(test, ast.Call) and len(test.args) == 2 and not test.keywords:
+        return test.args[0], test.args[1]
+    return None
+
+
+def _replace(root: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for node in ast.walk(root):
+        for name, value in ast.iter_fields(node):
+            if value is old:
+                setattr(node, name, new)
+            elif isinstance(value, list):
+                node.__dict__[name] = [new if v is old else v for v in value]
+
+
+def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str | None:
+    """The user-style snippet for a pytest node id of a test in `test_source`, or None; with
+    `stop_line`, the body ends at the statement that holds that line."""
+    parts = test_id.split("::")[1:]
+    if not parts or "[" in test_id:
+        return None
+    try:
+        tree = ast.parse(test_source)
+    except SyntaxError:
+        return None
+    func = _find(tree, parts)
+    if func is None or func.decorator_list:
+        return None
+    args = [a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs)]
+    in_class = len(parts) > 1
+    if args != (["self"] if in_class else []) or func.args.vararg or func.args.kwarg:
+        return None
+    body = [s for s in func.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    if stop_line is not None:
+        body = [s for s in body if s.lineno <= stop_line]
+    if not body:
+        return None
+    unself = _Unself()
+    body = [unself.visit(s) for s in body]
+    if unself.unusable:
+        return None
+    body_text = "\n".join(ast.unparse(s) for s in body)
+    if len(body_text.splitlines()) > MAX_BODY_LINES or any(isinstance(n, ast.Yield) for s in body for n in ast.walk(s)):
+        return None
+    defs = _module_defs(tree)
+    needed: list[ast.stmt] = []
+    todo = _names_used(body)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in defs:
+            continue
+        seen.add(name)
+        node = defs[name]
+        if node not in needed:
+            needed.append(node)
+            todo |= _names_used([node])
+    needed.sort(key=lambda n: n.lineno)
+    used = _names_used([*body, *needed]) | {n.attr for s in body for n in ast.walk(s) if isinstance(n, ast.Attribute)}
+    imports = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                return None
+            keep = [a for a in node.names if (a.asname or a.name) in used or a.name == "*"]
+            if keep:
+                imports.append(ast.unparse(ast.ImportFrom(node.module, keep, 0)))
+        elif isinstance(node, ast.Import):
+            keep = [a for a in node.names if (a.asname or a.name.split(".")[0]) in used]
+            if keep:
+                imports.append(ast.unparse(ast.Import(keep)))
+    pieces = ["\n".join(imports)] if imports else []
+    pieces += [ast.unparse(n) for n in needed]
+    pieces.append(body_text)
+    text = "\n\n".join(pieces) + "\n"
+    if len(text.splitlines()) > MAX_LINES or any(p in text for p in parts):
+        return None
+    return textwrap.dedent(text)

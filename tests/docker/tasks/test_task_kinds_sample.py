@@ -1,0 +1,83 @@
+"""CI validation of the new task kinds, for real: one shipped task of each (gold resolves, empty does
+not), and a multi-location task is not resolved while any one of its locations is left unfixed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from envfarm.sandbox.images import read_file_from_image
+from envfarm.suitegen.combine import fix_all_but_one
+from envfarm.tasks.difficulty import NEW_KINDS, task_labels
+from envfarm.tasks.grading import grade
+from envfarm.tasks.images_needed import ensure_task_images
+from envfarm.tasks.loading import load_builtin
+from envfarm.tasks.schema import Task
+
+pytestmark = pytest.mark.docker
+
+SHIPPED = load_builtin()
+
+
+def _first_of(kind: str) -> Task | None:
+    """The kind's task with the fewest failing tests in the project with the most tasks of it (a
+    fast suite usually), so the sample stays small and stable."""
+    tasks = [t for t in SHIPPED if task_labels(t)["kind"] == kind]
+    return min(tasks, key=lambda t: (len(t.PASS_TO_PASS) + len(t.FAIL_TO_PASS), t.instance_id), default=None)
+
+
+SAMPLE = {kind: _first_of(kind) for kind in NEW_KINDS}
+
+
+def test_every_new_kind_is_shipped():
+    assert all(SAMPLE.values()), [k for k, t in SAMPLE.items() if t is None]
+
+
+@pytest.mark.timeout(300)
+def test_sample_gold_resolves_and_empty_does_not(docker_engine):
+    tasks = [t for t in SAMPLE.values() if t is not None]
+    ensure_task_images(tasks)
+
+    async def run() -> list[tuple[str, bool, bool, str]]:
+        sem = asyncio.Semaphore(2)
+
+        async def both(task: Task) -> tuple[str, bool, bool, str]:
+            async with sem:
+                gold = await grade(task, task.patch)
+                empty = await grade(task, "")
+            gold_ok, empty_ok = gold.resolved and not gold.error_kind, not empty.resolved and not empty.error_kind
+            return (task.instance_id, gold_ok, empty_ok,
+                    f"gold: {gold.status} {gold.error_kind} {gold.error}; empty: {empty.status} {empty.error_kind}")
+
+        return await asyncio.gather(*(both(t) for t in tasks))
+
+    bad = [(iid, why) for iid, gold_ok, empty_ok, why in asyncio.run(run()) if not (gold_ok and empty_ok)]
+    assert not bad, bad
+
+
+@pytest.mark.timeout(300)
+def test_multi_location_fails_while_any_location_is_left_unfixed(docker_engine):
+    task = SAMPLE["multi_location"]
+    assert task is not None
+    ensure_task_images([task])
+    by_id = {t.instance_id: t for t in SHIPPED}
+    parts = [by_id[loc["from"]] for loc in task.envfarm_meta["locations"]]  # type: ignore[attr-defined]
+    paths = sorted({p for part in parts for p in (part.envfarm_meta["path"],)})  # type: ignore[attr-defined]
+    clean = {p: read_file_from_image(task.image, f"/testbed/{p}") for p in paths}
+    partial = fix_all_but_one(task, parts, clean)
+    assert len(partial) == len(parts) >= 2
+
+    async def run() -> list:
+        sem = asyncio.Semaphore(2)
+
+        async def one(patch: str):
+            async with sem:
+                return await grade(task, patch)
+
+        return await asyncio.gather(*(one(p) for p in partial))
+
+    results = asyncio.run(run())
+    for i, res in enumerate(results):
+        assert not res.error_kind, (i, res.error_kind, res.error)
+        assert not res.resolved, f"location {i + 1} left unfixed, yet the task is resolved"

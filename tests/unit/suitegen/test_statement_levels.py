@@ -1,0 +1,196 @@
+"""Statements at three levels: snippets read as user code, and no level ever leaks the fix."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from envfarm.suitegen import levels
+from envfarm.suitegen.repro import ACTUAL, repro, snippet
+from envfarm.suitegen.statement import changed_lines, leaked_lines
+from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
+from envfarm.tasks.schema import Task
+
+TESTS = '''import pytest
+from collections import OrderedDict
+from mylib.text import slug, words
+import unittest
+
+SEP = "-"
+
+
+def norm(s):
+    return s.strip().lower() + SEP
+
+
+def test_slug():
+    """Docstrings are dropped."""
+    assert slug("A b") == "a-b"
+    assert slug(norm(" X ")) == "x-"
+    assert slug("") == ""
+
+
+def test_uses_fixture(tmp_path):
+    assert slug(str(tmp_path))
+
+
+@pytest.mark.parametrize("x", [1, 2])
+def test_param(x):
+    assert x
+
+
+class TestWords(unittest.TestCase):
+    def test_split(self):
+        self.assertEqual(words("a b"), ["a", "b"])
+        self.assertTrue(words(""))
+
+    def test_state(self):
+        self.helper = 1
+        assert self.helper
+'''
+
+
+def test_snippet_is_the_body_with_its_imports_and_helpers_only():
+    text = snippet("tests/test_text.py::test_slug", TESTS)
+    assert text is not None
+    assert "from mylib.text import slug" in text and "words" not in text and "OrderedDict" not in text
+    assert "def norm(s):" in text and "SEP = '-'" in text
+    assert "test_slug" not in text and "Docstrings" not in text and "def test" not in text
+    compile(text, "<snippet>", "exec")
+
+
+def test_snippet_ends_at_the_failing_line_and_reports_the_value_it_got():
+    line = TESTS.splitlines().index('    assert slug(norm(" X ")) == "x-"') + 1
+    r = repro("tests/test_text.py::test_slug", TESTS, stop_line=line)
+    assert r is not None and r.text.rstrip().endswith("assert slug(norm(' X ')) == 'x-'")
+    assert 'slug("")' not in r.text and "slug('')" not in r.text
+    assert r.compared == ("slug(norm(' X '))", "'x-'")
+    assert ACTUAL in r.script and ACTUAL not in r.text
+
+
+def test_unittest_asserts_become_plain_asserts():
+    text = snippet("tests/test_text.py::TestWords::test_split", TESTS)
+    assert text is not None and "self" not in text
+    assert "assert words('a b') == ['a', 'b']\nassert words('')\n" in text
+
+
+@pytest.mark.parametrize("test_id", ["tests/test_text.py::test_uses_fixture", "tests/test_text.py::test_param[1]",
+                                     "tests/test_text.py::test_param", "tests/test_text.py::TestWords::test_state",
+                                     "tests/test_text.py::test_missing"])
+def test_tests_a_user_could_not_paste_give_no_snippet(test_id):
+    assert snippet(test_id, TESTS) is None
+
+
+BUG = """diff --git a/mylib/text.py b/mylib/text.py
+--- a/mylib/text.py
++++ b/mylib/text.py
+@@ -1,3 +1,3 @@
+ def slug(s):
+-    return SEP.join(s.lower().split())
++    return SEP.join(s.upper().split())
+"""
+
+
+def test_safe_refuses_changed_lines_diff_markers_and_test_names():
+    ok = levels.issue("changed_constant", [levels.Observation("print(slug('A b'))\n", "slug", "ValueError: x")])
+    assert levels.safe(ok, BUG, ["tests/test_text.py::test_slug"])
+    assert not levels.safe(ok + "\nreturn SEP.join(s.upper().split())", BUG, [])
+    assert not levels.safe(ok + "\n@@ -1,3 +1,3 @@", BUG, [])
+    assert not levels.safe(ok + "\nsee test_slug", BUG, ["tests/test_text.py::test_slug"])
+    assert not levels.safe(ok + "\nin test_text.py", BUG, ["tests/test_text.py::test_slug"])
+
+
+def test_issue_and_terse_wording():
+    wrong = levels.Observation("assert slug('A') == 'a'\n", "slug", "AssertionError", "'A'", ("slug('A')", "'a'"))
+    text = levels.issue("flipped_comparison", [wrong])
+    assert text.startswith("`slug` returns a wrong result")
+    assert "`slug('A')` gives `'A'`, but `'a'` is expected." in text and "```python" in text
+    assert "Traceback" not in text
+    assert levels.terse("flipped_comparison", [wrong], 3) == "`slug` returns a wrong result; 3 tests fail."
+    two = levels.terse("multi_location", [wrong, levels.Observation("", "words", "KeyError: 1")], 5, locations=2)
+    assert two.startswith("2 separate bugs") and two.count(".") <= 2
+    impl = levels.terse("reimplement", [], 1, function="Box.grow", doc="Grow the box. Then more.\n\nDetails.")
+    assert impl == "Implement `Box.grow`: Grow the box. 1 test fails."
+
+
+SHIPPED = [t for f in sorted(BUILTIN_DIR.glob("*.jsonl")) for t in load_jsonl(f)]
+
+
+def _levels(task: Task) -> dict[str, str]:
+    return getattr(task, "statements", None) or {}
+
+
+def test_every_shipped_task_records_its_levels():
+    for task in SHIPPED:
+        recorded = _levels(task)
+        assert recorded.get("traceback") == task.problem_statement, task.instance_id
+        assert "terse" in recorded, task.instance_id
+        assert len(re.findall(r"[.!?](\s|$)", recorded["terse"])) <= 2, recorded["terse"]
+        if (getattr(task, "envfarm_meta", None) or {}).get("kind") in ("multi_location", "reimplement",
+                                                                       "contract_change"):
+            assert "issue" in recorded, f"{task.instance_id}: a new-kind task without an issue statement"
+
+
+@pytest.mark.parametrize("task", SHIPPED, ids=lambda t: t.instance_id)
+def test_shipped_statements_never_leak_the_fix(task):
+    for level, text in _levels(task).items():
+        assert not leaked_lines(text, task.bug_patch), (level, leaked_lines(text, task.bug_patch))
+        assert "diff --git" not in text and "@@ -" not in text
+        if level != "traceback":  # the traceback level quotes the failing test by design
+            assert levels.safe(text, task.bug_patch, task.FAIL_TO_PASS), (level, text)
+            assert "Traceback (most recent call last)" not in text
+
+
+def test_reimplement_statements_never_quote_the_removed_body():
+    tasks = [t for t in SHIPPED if (getattr(t, "envfarm_meta", None) or {}).get("kind") == "reimplement"]
+    for task in tasks:
+        removed = [ln[1:].strip() for ln in task.bug_patch.splitlines()
+                   if ln.startswith("-") and not ln.startswith("---") and len(ln[1:].strip()) >= 6]
+        assert removed and set(removed) <= set(changed_lines(task.bug_patch))
+        for text in _levels(task).values():
+            assert not [ln for ln in removed if ln in text], task.instance_id
+
+
+PYTEST_OUT = """============================= test session starts ==============================
+collected 2 items
+
+tests/test_text.py FF
+
+=================================== FAILURES ===================================
+__________________________________ test_slug ___________________________________
+tests/test_text.py:14: in test_slug
+    assert slug("A b") == "a-b"
+E   AssertionError: assert 'A-B' == 'a-b'
+____________________________ TestWords.test_split ______________________________
+mylib/text.py:3: in words
+    return s.split(1)
+E   TypeError: must be str or None, not int
+=========================== short test summary info ============================
+"""
+
+
+def test_failure_sections_split_one_run_per_test():
+    from envfarm.sandbox.images import Project
+    from envfarm.suitegen.restate import failure_sections
+    from envfarm.suitegen.statement import excerpt
+
+    sections = failure_sections(PYTEST_OUT)
+    assert set(sections) == {"test_slug", "TestWords.test_split"}
+    project = Project("demo", "1", "MIT", "python3 -m pytest tests", ("tests",))
+    frames, errors = excerpt(sections["test_slug"], project)
+    assert frames[0] == "tests/test_text.py:14: in test_slug" and "'A-B' == 'a-b'" in errors[0]
+    assert excerpt(sections["TestWords.test_split"], project)[1] == ["E   TypeError: must be str or None, not int"]
+
+
+def test_backfill_writes_terse_and_labels_from_the_data_alone():
+    from envfarm.suitegen.restate import backfill
+
+    row = {"instance_id": "demo__synth-1", "repo": "demo", "FAIL_TO_PASS": ["tests/test_text.py::test_slug"],
+           "problem_statement": "`slug` raises TypeError\n\nThe test `tests/test_text.py::test_slug` fails",
+           "image": "img", "eval_script": "true", "bug_patch": BUG, "patch": BUG,
+           "envfarm_meta": {"kind": "changed_constant", "generator": "envfarm.tasks.synth", "path": "mylib/text.py"}}
+    task = backfill(Task.parse(row))
+    assert task.statements == {"traceback": row["problem_statement"],  # type: ignore[attr-defined]
+                               "terse": "`slug` raises TypeError; 1 test fails."}
+    assert task.difficulty["kind"] == "single" and task.difficulty["f2p"] == 1  # type: ignore[attr-defined]
