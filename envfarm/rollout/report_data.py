@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from envfarm.rollout.trajectory import Trajectory, Turn
+from envfarm.tasks.difficulty import task_labels
+from envfarm.tasks.schema import Task
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,20 @@ def status(t: Trajectory) -> str:
 
 def task_meta(tasks: Iterable[Any]) -> dict[str, dict[str, str]]:
     """Per instance id, the task fields worth grouping by that a Trajectory does not carry: the
-    kind of bug (`envfarm_meta.kind` of generated tasks) and a difficulty where the source has one."""
+    task's kind and a difficulty bucket from its labels (envfarm.tasks.difficulty: places to fix
+    and statement level), or a row's own `difficulty` string where its source has one."""
     meta: dict[str, dict[str, str]] = {}
     for task in tasks:
         extra = dict(getattr(task, "model_extra", None) or {})
-        own = extra.get("envfarm_meta") or {}
-        fields = {"kind": own.get("kind") or extra.get("kind"),
-                  "difficulty": own.get("difficulty") or extra.get("difficulty")}
+        recorded = extra.get("difficulty")
+        if isinstance(task, Task):
+            lab = task_labels(task)
+            places = f"{lab['locations']} location{'s' if lab['locations'] != 1 else ''}"
+            fields = {"kind": lab["kind"],
+                      "difficulty": recorded if isinstance(recorded, str) else f"{places}, {lab['statement']}"}
+        else:
+            own = extra.get("envfarm_meta") or {}
+            fields = {"kind": own.get("kind") or extra.get("kind"), "difficulty": recorded}
         meta[task.instance_id] = {k: str(v) for k, v in fields.items() if v not in (None, "")}
     return meta
 

@@ -16,6 +16,7 @@ from envfarm.rollout.report_data import (
     train_curves,
 )
 from envfarm.rollout.trajectory import Timings, ToolCallRecord, Trajectory, Turn
+from envfarm.tasks.difficulty import task_labels
 from envfarm.tasks.grade_result import GradeResult
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 
@@ -116,8 +117,13 @@ def test_train_curves_from_the_step_log(tmp_path):
     assert train_curves([])["steps"] == []
 
 
-def test_task_meta_takes_the_kind_of_generated_tasks():
-    tasks = load_jsonl(BUILTIN_DIR / "cachetools.jsonl")[:3] + load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[:1]
+def test_task_meta_takes_kind_and_difficulty_from_the_task_labels():
+    tasks = (load_jsonl(BUILTIN_DIR / "cachetools.jsonl")[:3] + load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[:1]
+             + load_jsonl(BUILTIN_DIR / "funcy.multi_location.jsonl")[:1])
     meta = task_meta(tasks)
-    assert meta[tasks[0].instance_id]["kind"] == tasks[0].model_extra["envfarm_meta"]["kind"]
-    assert meta[tasks[-1].instance_id] == {}  # hand-written fixtures have no kind
+    assert meta[tasks[0].instance_id] == {"kind": "single", "difficulty": "1 location, traceback"}
+    assert meta[tasks[3].instance_id]["kind"] == "hand-written"
+    combined = task_labels(tasks[-1])
+    assert combined["locations"] >= 2
+    assert meta[tasks[-1].instance_id] == {"kind": "multi_location",
+                                           "difficulty": f"{combined['locations']} locations, {combined['statement']}"}
