@@ -78,7 +78,14 @@ def export_image_chunks(tag: str, chunk_size: int = EXPORT_CHUNK) -> Iterator[by
         image = docker_client().images.get(tag)
         named: str | bool = tag if tag in image.tags else f"{tag}:latest" if f"{tag}:latest" in image.tags \
             else bool(image.tags)
-        yield from image.save(chunk_size=chunk_size, named=named)
+        buf = bytearray()
+        for piece in image.save(chunk_size=chunk_size, named=named):  # the engine's pieces are far smaller
+            buf += piece
+            if len(buf) >= chunk_size:
+                yield bytes(buf)
+                buf.clear()
+        if buf:
+            yield bytes(buf)
     except docker.errors.ImageNotFound as exc:
         raise ImageMissingError(f"image {tag!r} is not on this machine: nothing to export") from exc
     except docker.errors.APIError as exc:
