@@ -10,6 +10,12 @@
     answers a command within a second) up to --docker-max, and warm-pool acquire vs cold create.
 
     python scripts/bench_farm.py [--sim-envs 20000] [--per-actor-envs 48] [--docker-max 120] [--json]
+
+With --cold-node, also a real two-node cluster on this machine (the worker on a second Docker
+engine): how a task image reaches a cold node by registry, peer and build, and the two-node run
+time against one node for the same episodes (scripts/bench_cold_node.py).
+
+    python scripts/bench_farm.py --sim-envs 0 --per-actor-envs 0 --docker-max 0 --cold-node --json
 """
 
 from __future__ import annotations
@@ -204,7 +210,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.docker_max:
         figures.update(await docker_capacity(args.docker_max, args.docker_step))
         figures.update(await docker_warm_vs_cold(args.pool_samples))
+    if args.cold_node:
+        figures.update(await asyncio.to_thread(cold_node, args))
     return figures
+
+
+def cold_node(args: argparse.Namespace) -> dict[str, Any]:
+    """Image arrival on a cold node by way, and two nodes against one (scripts/bench_cold_node.py)."""
+    from bench_cold_node import cold_node_figures
+
+    return cold_node_figures(envs=args.cold_envs, episodes=args.cold_episodes, repeats=args.cold_repeats,
+                             build=not args.cold_no_build)
 
 
 def main() -> None:
@@ -216,6 +232,13 @@ def main() -> None:
     ap.add_argument("--docker-max", type=int, default=120, help="(c) most sandboxes to try (0: skip Docker)")
     ap.add_argument("--docker-step", type=int, default=20, help="(c) sandboxes added per step")
     ap.add_argument("--pool-samples", type=int, default=20, help="(c) warm and cold acquisitions to time")
+    ap.add_argument("--cold-node", action="store_true",
+                    help="a real two-node cluster here, the worker on its own Docker engine: image arrival by "
+                         "registry, peer and build, and the two-node vs one-node run time (needs root)")
+    ap.add_argument("--cold-envs", type=int, default=4, help="--cold-node: envs of the compared runs")
+    ap.add_argument("--cold-episodes", type=int, default=16, help="--cold-node: episodes of the compared runs")
+    ap.add_argument("--cold-repeats", type=int, default=2, help="--cold-node: one-node/two-node pairs")
+    ap.add_argument("--cold-no-build", action="store_true", help="--cold-node: skip the (minutes long) build way")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     figures = asyncio.run(main_async(args))

@@ -285,7 +285,7 @@ class EnvFarm:
                     sched.started(host)
                     inflight += 1
                     loop.create_task(call(ep, host))
-                for host in sched.fetch_hosts(image, len(waiting)) if waiting else ():
+                for host in sched.fetch_hosts(image, len(waiting)) if waiting and sched.has_free_slot else ():
                     sched.fetch_started(host, image)
                     inflight += 1
                     loop.create_task(fetch(host, image))

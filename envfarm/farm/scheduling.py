@@ -130,14 +130,22 @@ class Scheduling:
         self.node_images: dict[str, set[str]] = collections.defaultdict(set)
         self.fetching: dict[tuple[str, str], int] = {}
         self.fetch_failed: set[tuple[str, str]] = set()
+        self._inflight = 0
+        self._slots = 0
 
     def add_host(self, node: str, slots: int) -> int:
         self.hosts.append(HostState(node=node, slots=slots))
+        self._slots += slots
         return len(self.hosts) - 1
 
     @property
     def total_slots(self) -> int:
-        return sum(h.slots for h in self.hosts)
+        return self._slots
+
+    @property
+    def has_free_slot(self) -> bool:
+        """Some host has a free slot (kept as a count: the run loop asks after every result)."""
+        return self._inflight < self.total_slots
 
     # -- images on nodes -------------------------------------------------------------------------
     def holds(self, host: int, image: str) -> bool:
@@ -214,22 +222,27 @@ class Scheduling:
         now = time.time() if now is None else now
         image = ep.task.image
         best, best_key = None, None
-        up = [h for h in self.hosts if h.down_until <= now]
-        failed_only = (not any(image in imgs for imgs in self.node_images.values())
-                       and not any(img == image for (_, img) in self.fetching)
-                       and all((h.node, image) in self.fetch_failed for h in up))
+        failed_only: bool | None = None  # worked out only when a free host lacks the image
         for i, host in enumerate(self.hosts):
             if host.free <= 0 or host.down_until > now:
                 continue
             if image not in self.node_images[host.node]:
                 # a node that could not get the image takes it only when no node can: the host
                 # then says image_missing (and the driver's copy is shipped) instead of a wait
+                if failed_only is None:
+                    failed_only = self._nobody_can_get(image, now)
                 if not (failed_only and (host.node, image) in self.fetch_failed):
                     continue
             key = (i not in ep.excluded_hosts, host.free)
             if best_key is None or key > best_key:
                 best, best_key = i, key
         return best
+
+    def _nobody_can_get(self, image: str, now: float) -> bool:
+        """No node holds or is fetching `image`, and every live node failed to get it."""
+        return (not any(image in imgs for imgs in self.node_images.values())
+                and not any(img == image for (_, img) in self.fetching)
+                and all((h.node, image) in self.fetch_failed for h in self.hosts if h.down_until <= now))
 
     def row_for(self, ep: Episode, host: int) -> bool:
         """True when the host must be sent the task's row (it has not cached the task yet)."""
@@ -241,6 +254,7 @@ class Scheduling:
 
     def started(self, host: int) -> None:
         self.hosts[host].inflight += 1
+        self._inflight += 1
 
     def host_back(self, host: int) -> None:
         self.hosts[host].down_until = 0.0
@@ -251,6 +265,7 @@ class Scheduling:
         """Decide what a finished call means; updates the host table, groups and counters."""
         state = self.hosts[host]
         state.inflight -= 1
+        self._inflight -= 1
         host_failed = isinstance(result, BaseException)
         if isinstance(result, BaseException):
             state.down_until = (time.time() if now is None else now) + HOST_DOWN_S

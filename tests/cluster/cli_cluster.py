@@ -77,7 +77,7 @@ class CliCluster:
                 "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
                 "RAY_health_check_timeout_ms": "1000", "RAY_health_check_initial_delay_ms": "1000"}
 
-    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 90) -> None:
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> None:
         node_dir = self.dir / name
         node_dir.mkdir()
         lo, hi = free_port_range()
@@ -97,11 +97,20 @@ class CliCluster:
             if self.raylet_pid(name):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"{name} did not start within {timeout:.0f} s: {self.log(name)[-3000:]}")
+        raise RuntimeError(f"{name} did not start within {timeout:.0f} s: {self.log(name)[-3000:]}\n"
+                           f"{self.session_logs(name)}")
+
+    def session_logs(self, name: str, tail: int = 1500) -> str:
+        """The last lines of a node's raylet and GCS logs: why it did not come up."""
+        parts = []
+        for path in sorted((self.dir / name).glob("session_*/logs/*")):
+            if path.name.startswith(("raylet", "gcs_server")) and path.suffix in (".out", ".err"):
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
 
     def start_head(self) -> None:
         self._start("head", ["--head", "--port", str(self.port), "--include-dashboard", "false",
-                             "--ray-client-server-port", str(free_port())])
+                             "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port())])
 
     def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> None:
         self._start(name, ["--address", self.address], env)
