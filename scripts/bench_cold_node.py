@@ -28,14 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 
-from cli_cluster import CliCluster, free_port  # noqa: E402
+from cli_cluster import CliCluster  # noqa: E402
+from local_registry import LocalRegistry  # noqa: E402
 from second_engine import SecondEngine  # noqa: E402
 
 FIXTURES = str(ROOT / "envfarm" / "tasks" / "builtin" / "fixtures.jsonl")
@@ -56,37 +56,6 @@ def _arrival(summary: dict[str, Any], way: str) -> float:
     if not arrivals:
         raise RuntimeError(f"no image arrived by {way}: {summary['image_arrivals']}")
     return float(arrivals[0]["seconds"])
-
-
-class _Registry:
-    """Debian's docker-registry on a free local port, holding IMAGE."""
-
-    def __init__(self) -> None:
-        exe = shutil.which("docker-registry")
-        if exe is None:
-            raise RuntimeError("Debian's docker-registry is not installed: apt-get install docker-registry")
-        self.dir = Path(tempfile.mkdtemp(prefix="envfarm-bench-registry-"))
-        self.address = f"127.0.0.1:{free_port()}"
-        (self.dir / "config.yml").write_text(
-            f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {self.dir / 'data'}\n"
-            f"http:\n  addr: {self.address}\n")
-        self.proc = subprocess.Popen([exe, "serve", str(self.dir / "config.yml")], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        ref = f"{self.address}/{IMAGE}"
-        subprocess.run(["docker", "tag", IMAGE, ref], check=True)
-        subprocess.run(["docker", "push", ref], check=True, capture_output=True)
-        subprocess.run(["docker", "rmi", ref], capture_output=True)
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _build_on(engine: SecondEngine) -> float:
@@ -119,7 +88,7 @@ def cold_node_figures(envs: int = 4, episodes: int = 16, repeats: int = 2, build
         two = ("--address", cluster.address, "--envs", str(envs))
         summary = _launch(out, "cold-peer", *two, "--episodes", "2", "--prefetch-images", env=cluster.env)
         figures["cold_node_image_arrival_s_peer"] = _arrival(summary, "peer")
-        registry = _Registry()
+        registry = LocalRegistry(IMAGE)
         engine.docker("rmi", IMAGE, check=False)
         summary = _launch(out, "cold-registry", *two, "--episodes", "2", "--prefetch-images",
                           "--registry", registry.address, env=cluster.env)

@@ -10,15 +10,14 @@ may be left on either engine, also when the worker (its raylet and its engine) i
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from cli_cluster import CliCluster, free_port
+from cli_cluster import CliCluster
+from local_registry import LocalRegistry
 from second_engine import SecondEngine
 
 from envfarm.sandbox.docker_backend import LABEL_RUN, list_containers
@@ -52,37 +51,13 @@ def two_nodes(inflection_image):
 
 
 @pytest.fixture(scope="module")
-def local_registry(inflection_image, tmp_path_factory):
+def local_registry(inflection_image):
     """Debian's docker-registry on a free local port, holding the fixtures' image: HOST:PORT."""
-    exe = shutil.which("docker-registry")
-    assert exe, "Debian's docker-registry is not installed: `apt-get install docker-registry` (scripts/bootstrap.sh)"
-    root = tmp_path_factory.mktemp("registry")
-    address = f"127.0.0.1:{free_port()}"
-    (root / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: {address}\n")
-    log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([exe, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    ref = f"{address}/{IMAGE}"
+    registry = LocalRegistry(IMAGE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (root / "registry.log").read_text()
-                time.sleep(0.2)
-        subprocess.run(["docker", "tag", IMAGE, ref], check=True)
-        push = subprocess.run(["docker", "push", ref], capture_output=True, text=True)
-        assert push.returncode == 0, push.stderr
-        yield address
+        yield registry.address
     finally:
-        subprocess.run(["docker", "rmi", ref], capture_output=True)
-        proc.kill()
-        proc.wait()
-        log.close()
+        registry.close()
 
 
 def launch(cluster: CliCluster, out: Path, run: str, *args: str) -> subprocess.Popen:
