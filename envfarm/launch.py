@@ -143,10 +143,11 @@ def registry_flag(value: str | None) -> str | None:
     """--registry as Docker names registries (HOST:PORT, or a host), refused with the fix otherwise."""
     if value is None:
         return None
+    value = value.rstrip("/")
     if "://" in value or not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?", value):
         raise UserInputError(f"--registry {value!r}: give the registry as Docker names it, HOST:PORT "
                              "(e.g. 127.0.0.1:5000), without a scheme")
-    return value.rstrip("/")
+    return value
 
 
 def farm_config(args: argparse.Namespace) -> FarmConfig:

@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +82,7 @@ def cold_node_figures(envs: int = 4, episodes: int = 16, repeats: int = 2, build
         engine.start()
         cluster.start_head()
         cluster.start_worker(env={"DOCKER_HOST": engine.host})
-        while cluster.alive_nodes() != 2:
-            time.sleep(1)
+        cluster.wait_for_nodes(2)
         two = ("--address", cluster.address, "--envs", str(envs))
         summary = _launch(out, "cold-peer", *two, "--episodes", "2", "--prefetch-images", env=cluster.env)
         figures["cold_node_image_arrival_s_peer"] = _arrival(summary, "peer")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -119,10 +120,20 @@ class CliCluster:
         return (self.dir / f"{name}.log").read_text(errors="replace")
 
     def alive_nodes(self) -> int:
-        code = (f"import ray; ray.init(address='{self.address}', logging_level='ERROR'); "
-                "print(sum(n['Alive'] for n in ray.nodes()))")
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
-        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
+        code = (f"import ray; ray.init(address='{self.address}', logging_level='ERROR', log_to_driver=False); "
+                "print('ALIVE', sum(n['Alive'] for n in ray.nodes()))")
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        found = re.findall(r"^ALIVE (\d+)$", out.stdout, re.M)
+        return int(found[-1]) if out.returncode == 0 and found else -1
+
+    def wait_for_nodes(self, n: int, timeout: float = 180) -> None:
+        """Until `n` nodes are alive; raises with the nodes' logs when they are not in time."""
+        deadline = time.monotonic() + timeout
+        while self.alive_nodes() != n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n} nodes were not alive within {timeout:.0f} s:\n"
+                                   + "\n".join(self.session_logs(name) for name in self.nodes))
+            time.sleep(1)
 
     def _pids(self, needle: str) -> list[int]:
         pids = []

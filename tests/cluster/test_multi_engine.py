@@ -40,10 +40,7 @@ def two_nodes(inflection_image):
         assert engine.images() == [], "the worker's engine must start cold"
         cluster.start_head()
         cluster.start_worker(env={"DOCKER_HOST": engine.host})
-        deadline = time.monotonic() + 120
-        while cluster.alive_nodes() != 2:
-            assert time.monotonic() < deadline, f"the worker never joined: {cluster.log('worker')[-2000:]}"
-            time.sleep(1)
+        cluster.wait_for_nodes(2)
         yield cluster, engine
     finally:
         cluster.stop()
