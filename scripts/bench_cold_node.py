@@ -9,9 +9,9 @@ The cluster is the one tests/cluster/test_multi_engine.py uses: head and worker 
   `peer` (streamed from the head's engine through Ray's object store, `--prefetch-images`),
   `build` (no registry, no peer: debootstrap of the base, then `docker build`).
 - `two_node_vs_one_node_ratio`: the same episodes (`--envs`, `--episodes`) run by
-  `python -m envfarm.launch` on one node (a local Ray, the main engine) and on the two-node
-  cluster with images prefetched; the ratio of the launches' own run times, median of
-  `--cold-repeats` pairs run side by side. Both nodes share this machine's cores, so the
+  `python -m envfarm.launch --address` on a one-node cluster (a head alone, the main engine)
+  and on the two-node cluster with images prefetched; the ratio of the launches' own run times
+  (farm start to last episode), median of `--cold-repeats` pairs run side by side. Both nodes share this machine's cores, so the
   ratio is the overhead of the second node and engine, not a speed-up.
 
 Run from scripts/bench_farm.py (`--cold-node`). Needs root (a second dockerd), Docker, and
@@ -21,7 +21,6 @@ Debian's docker-registry for the registry way.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -76,13 +75,15 @@ def cold_node_figures(envs: int = 4, episodes: int = 16, repeats: int = 2, build
 
     build_repo(load_projects()["inflection"])  # the head's engine holds the image
     out = Path(tempfile.mkdtemp(prefix="envfarm-bench-cold-"))
-    engine, cluster, registry = SecondEngine(), CliCluster(), None
+    engine, cluster, single, registry = SecondEngine(), CliCluster(), CliCluster(), None
     figures: dict[str, Any] = {}
     try:
         engine.start()
         cluster.start_head()
         cluster.start_worker(env={"DOCKER_HOST": engine.host})
+        single.start_head()  # the one-node side: a running Ray too, so both sides pay the same start
         cluster.wait_for_nodes(2)
+        single.wait_for_nodes(1)
         two = ("--address", cluster.address, "--envs", str(envs))
         summary = _launch(out, "cold-peer", *two, "--episodes", "2", "--prefetch-images", env=cluster.env)
         figures["cold_node_image_arrival_s_peer"] = _arrival(summary, "peer")
@@ -93,8 +94,8 @@ def cold_node_figures(envs: int = 4, episodes: int = 16, repeats: int = 2, build
         figures["cold_node_image_arrival_s_registry"] = _arrival(summary, "pulled")
         ratios, one_s, two_s = [], [], []
         for i in range(repeats):  # side by side: one node, then two, each time
-            one = _launch(out, f"one-{i}", "--envs", str(envs), "--episodes", str(episodes),
-                          env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
+            one = _launch(out, f"one-{i}", "--address", single.address, "--envs", str(envs),
+                          "--episodes", str(episodes), env=single.env)
             both = _launch(out, f"two-{i}", *two, "--episodes", str(episodes), "--prefetch-images", env=cluster.env)
             for s in (one, both):
                 if s["episodes_finished"] != episodes or s["failed_infrastructure"]:
@@ -111,6 +112,7 @@ def cold_node_figures(envs: int = 4, episodes: int = 16, repeats: int = 2, build
         if registry is not None:
             registry.close()
         cluster.stop()
+        single.stop()
         engine.stop()
         shutil.rmtree(out, ignore_errors=True)
     return figures
