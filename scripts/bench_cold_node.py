@@ -11,8 +11,9 @@ The cluster is the one tests/cluster/test_multi_engine.py uses: head and worker 
 - `two_node_vs_one_node_ratio`: the same episodes (`--envs`, `--episodes`) run by
   `python -m envfarm.launch --address` on a one-node cluster (a head alone, the main engine)
   and on the two-node cluster with images prefetched; the ratio of the launches' own run times
-  (farm start to last episode), median of `--cold-repeats` pairs run side by side. Both nodes share this machine's cores, so the
-  ratio is the overhead of the second node and engine, not a speed-up.
+  (farm start to last episode), median of `--cold-repeats` pairs run side by side. Both nodes
+  share this machine's cores, so the ratio is the overhead of the second node and engine, not
+  a speed-up.
 
 Run from scripts/bench_farm.py (`--cold-node`). Needs root (a second dockerd), Docker, and
 Debian's docker-registry for the registry way.
