@@ -74,9 +74,10 @@ class CliCluster:
         """What every process of this cluster (nodes, drivers) runs with."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token),
-                # a lost node is noticed in seconds, not the default half minute
-                "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-                "RAY_health_check_timeout_ms": "1000", "RAY_health_check_initial_delay_ms": "1000"}
+                # a lost node is noticed in about 15 s rather than Ray's 30 to 60 (tighter checks
+                # mark a live node of a loaded machine dead, and its raylet then exits)
+                "RAY_health_check_period_ms": "2000", "RAY_health_check_failure_threshold": "5",
+                "RAY_health_check_timeout_ms": "5000"}
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> None:
         node_dir = self.dir / name
@@ -104,9 +105,11 @@ class CliCluster:
     def session_logs(self, name: str, tail: int = 1500) -> str:
         """The last lines of a node's raylet and GCS logs: why it did not come up."""
         parts = []
-        for path in sorted((self.dir / name).glob("session_*/logs/*")):
+        for path in sorted((self.dir / name).glob("session_latest/logs/*")):
             if path.name.startswith(("raylet", "gcs_server")) and path.suffix in (".out", ".err"):
-                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}")
+                text = path.read_text(errors="replace")
+                fatal = [line for line in text.splitlines() if re.match(r"\[[^\]]* [FCE] ", line)][-5:]
+                parts.append(f"--- {name}/{path.name}\n" + "\n".join(fatal) + f"\n...\n{text[-tail:]}")
         return "\n".join(parts)
 
     def start_head(self) -> None:
