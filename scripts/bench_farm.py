@@ -182,7 +182,7 @@ async def _warm_acquires(create, image: str, samples: int, liveness_interval: fl
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         if args.sim_envs:
             a = await sim_run(args.sim_envs, args.sim_hosts, args.sim_envs, per_actor=False)
