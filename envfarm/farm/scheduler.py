@@ -169,15 +169,20 @@ class EnvFarm:
             alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
             if not alive or self._closing:  # a host spawned during shutdown would outlive the farm
                 return
-            node = self.scheduling.least_used_node(alive, excluding=i)
+            # a host that does not answer makes its node suspect: Ray may not have noticed a dead
+            # node yet (its health checks take seconds to a minute), so go elsewhere if possible
+            suspect = self.scheduling.hosts[i].node
+            node = self.scheduling.least_used_node([n for n in alive if n != suspect] or alive, excluding=i)
             with contextlib.suppress(Exception):
                 ray.kill(self.hosts[i], no_restart=True)
             self.hosts[i] = self._spawn_host(self.host_cfgs[i], node)
             self.scheduling.hosts[i].replaced(node)
             self.hosts_replaced += 1
             self._tell_peers()
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self.hosts[i].ping.remote(), 60)
+            except Exception:  # noqa: BLE001 - not up (yet): it stays down; its next failed call checks again
+                return
             self.scheduling.host_back(i)
         finally:
             self._checking.discard(i)
