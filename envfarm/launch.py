@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     farm.add_argument("--max-retries", type=int, default=3,
                       help="times an episode hit by an infrastructure fault is retried on another host, after "
                            "1, 2, 4 ... s (default: 3)")
-    farm.add_argument("--registry", default=None,
-                      help="registry to pull task images from on nodes that lack them (else: build or ship)")
+    farm.add_argument("--registry", default=None, metavar="HOST:PORT",
+                      help="registry to pull task images from on nodes that lack them; else a node that has "
+                           "the image streams it, and a build is the last resort (docs/IMAGES.md)")
+    farm.add_argument("--prefetch-images", action="store_true",
+                      help="put every task image on every node before the first episode, with a line per image "
+                           "and node (default: a node gets an image when episodes wait for it)")
     farm.add_argument("--max-starting", type=int, default=None,
                       help="sandbox creates in flight per host at most (default: the backend's; Docker: 8); "
                            "a node's best level: scripts/bench_farm.py --calibrate-engine (docs/CLUSTER.md)")
@@ -140,6 +145,17 @@ def parse_policy_args(pairs: list[str]) -> dict[str, Any]:
     return kwargs
 
 
+def registry_flag(value: str | None) -> str | None:
+    """--registry as Docker names registries (HOST:PORT, or a host), refused with the fix otherwise."""
+    if value is None:
+        return None
+    value = value.rstrip("/")
+    if "://" in value or not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?", value):
+        raise UserInputError(f"--registry {value!r}: give the registry as Docker names it, HOST:PORT "
+                             "(e.g. 127.0.0.1:5000), without a scheme")
+    return value
+
+
 def farm_config(args: argparse.Namespace) -> FarmConfig:
     if args.envs < 1:
         raise UserInputError("--envs must be at least 1")
@@ -156,7 +172,8 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
     cfg = FarmConfig(envs=args.envs, backend=backend_from_flags(args.backend, args.allow_unisolated), policy=policy,
                      policy_kwargs=policy_kwargs, hosts_per_node=args.hosts_per_node,
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
-                     registry=args.registry, max_starting=args.max_starting, cpus_per_sandbox=args.cpus_per_sandbox,
+                     registry=registry_flag(args.registry), prefetch_images=args.prefetch_images,
+                     max_starting=args.max_starting, cpus_per_sandbox=args.cpus_per_sandbox,
                      memory_per_sandbox=args.memory_per_sandbox)
     if args.run:
         cfg.run = args.run
@@ -184,6 +201,8 @@ async def run_farm(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         await farm.start()
+        if cfg.prefetch_images:
+            await farm.prefetch_images((t.image for t in tasks), say=lambda line: print(line, file=sys.stderr))
         await farm.prewarm(t.image for t in tasks)
         async with display.running(farm):
             async for record in farm.run(tasks, group_size=args.group_size, episodes=episodes):

@@ -14,6 +14,12 @@
 
     python scripts/bench_farm.py [--sim-envs 20000] [--per-actor-envs 48] [--docker-max 120] [--json]
     python scripts/bench_farm.py --sim-envs 0 --per-actor-envs 0 --docker-max 0 --creation-scale --json
+
+With --cold-node, also a real two-node cluster on this machine (the worker on a second Docker
+engine): how a task image reaches a cold node by registry, peer and build, and the two-node run
+time against one node for the same episodes (scripts/bench_cold_node.py).
+
+    python scripts/bench_farm.py --sim-envs 0 --per-actor-envs 0 --docker-max 0 --cold-node --json
 """
 
 from __future__ import annotations
@@ -180,7 +186,7 @@ async def _warm_acquires(create, image: str, samples: int, liveness_interval: fl
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         if args.sim_envs:
             a = await sim_run(args.sim_envs, args.sim_hosts, args.sim_envs, per_actor=False)
@@ -208,6 +214,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.docker_max:
         figures.update(await docker_capacity(args.docker_max, args.docker_step))
         figures.update(await docker_warm_vs_cold(args.pool_samples))
+    if args.cold_node:
+        figures.update(await asyncio.to_thread(cold_node, args))
     return figures
 
 
@@ -224,6 +232,14 @@ def creation_section(args: argparse.Namespace) -> dict[str, Any]:
         levels = tuple(int(n) for n in args.creation_scale.split(","))
         figures.update(creation_scale(levels, tuple(args.creation_caps.split(","))))
     return figures
+
+
+def cold_node(args: argparse.Namespace) -> dict[str, Any]:
+    """Image arrival on a cold node by way, and two nodes against one (scripts/bench_cold_node.py)."""
+    from bench_cold_node import cold_node_figures
+
+    return cold_node_figures(envs=args.cold_envs, episodes=args.cold_episodes, repeats=args.cold_repeats,
+                             build=not args.cold_no_build)
 
 
 def main() -> None:
@@ -244,9 +260,17 @@ def main() -> None:
     ap.add_argument("--calibrate-engine", action="store_true",
                     help="(d) measure this machine's engine (create latency at 1-16 at once) and store the curve")
     ap.add_argument("--calibrate-rounds", type=int, default=4, help="(d) rounds per concurrency level")
+    ap.add_argument("--cold-node", action="store_true",
+                    help="a real two-node cluster here, the worker on its own Docker engine: image arrival by "
+                         "registry, peer and build, and the two-node vs one-node run time (needs root)")
+    ap.add_argument("--cold-envs", type=int, default=4, help="--cold-node: envs of the compared runs")
+    ap.add_argument("--cold-episodes", type=int, default=16, help="--cold-node: episodes of the compared runs")
+    ap.add_argument("--cold-repeats", type=int, default=2, help="--cold-node: one-node/two-node pairs")
+    ap.add_argument("--cold-no-build", action="store_true", help="--cold-node: skip the (minutes long) build way")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
-    figures = asyncio.run(main_async(args)) if args.sim_envs or args.per_actor_envs or args.docker_max else {}
+    ran = args.sim_envs or args.per_actor_envs or args.docker_max or args.cold_node
+    figures = asyncio.run(main_async(args)) if ran else {}
     figures.update(creation_section(args))
     report(figures, args.json)
 

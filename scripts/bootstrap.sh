@@ -52,6 +52,16 @@ version=${base_id##* }; minor=${version%.*}
 # --- Docker ----------------------------------------------------------------------------------
 if [ "${ENVFARM_SKIP_IMAGES:-0}" != 1 ]; then
   bash scripts/docker-up.sh
+  # Debian's registry, for the tests that serve images to a cold engine from one (tests/cluster)
+  case ",$EXTRAS," in *,test,*)
+    if ! command -v docker-registry >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      say "installing Debian's docker-registry (the registry test)"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get install -y -qq docker-registry >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq docker-registry >/dev/null; } \
+        || die "apt-get install docker-registry failed"
+    fi ;;
+  esac
 fi
 
 # --- headless Chromium (the run report's browser tests) -------------------------------------

@@ -105,7 +105,11 @@ class FarmDisplay:
             "peak_running": self.peak_running, "interrupted": interrupted, "out": str(out), **cleanup,
         }
         table = Table(title="envfarm run summary", show_header=False)
+        # images fetched onto cold nodes: image, node, how, seconds
+        summary["image_arrivals"] = list(getattr(farm, "image_arrivals", []))
         for key, value in summary.items():
+            if key == "image_arrivals":
+                value = ", ".join(f"{a['how']} {a['seconds']:.0f} s" for a in value) or "none"
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
         self.console.print(table)
         return summary

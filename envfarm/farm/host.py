@@ -72,6 +72,8 @@ class EnvHostImpl:
         self.running = 0  # episodes in progress on this host
         self.envs_running = 0  # of which the agent has its sandbox
         self.images_ready: set[str] = set()
+        self.image_arrivals: list[dict[str, Any]] = []  # images fetched or built here: how, seconds
+        self._peers: list[Any] = []
         self._image_locks: dict[str, asyncio.Lock] = {}
         self._pool: WarmPool | None = None
         self._policy = policy
@@ -120,17 +122,42 @@ class EnvHostImpl:
             self._grader = grader_for(self.backend)
         return self._grader
 
-    async def ensure_image(self, image: str, tarball: bytes | None = None) -> dict[str, Any]:
-        """Make sure `image` exists on this node, once per image (see SandboxBackend.ensure_image)."""
+    async def ensure_image(self, image: str, tarball: bytes | None = None,
+                           peers: list[Any] | None = None) -> dict[str, Any]:
+        """Make sure `image` exists on this node, once per image: registry, else a peer (host
+        handles that may have it; default: the farm's other hosts, see set_peers), else a build,
+        else `tarball` (see image_supply.ensure_image). Returns how and in how many seconds."""
         if image in self.images_ready:
-            return {"image": image, "how": "present"}
+            return {"image": image, "how": "present", "seconds": 0.0}
         lock = self._image_locks.setdefault(image, asyncio.Lock())
         async with lock:
             if image in self.images_ready:
-                return {"image": image, "how": "present"}
-            how = await asyncio.to_thread(self.backend.ensure_image, image, self.config.registry, tarball)
+                return {"image": image, "how": "present", "seconds": 0.0}
+            started = time.monotonic()
+            sources = [peer_source(h) for h in (self._peers if peers is None else peers)]
+            how = await asyncio.to_thread(self.backend.ensure_image, image, self.config.registry, tarball, sources)
             self.images_ready.add(image)
-            return {"image": image, "how": how}
+            arrival = {"image": image, "how": how, "seconds": round(time.monotonic() - started, 3)}
+            if how != "present":
+                self.image_arrivals.append(arrival)
+                log.info("image %s reached %s: %s in %.1f s", image, self.node, how, arrival["seconds"])
+            return arrival
+
+    def set_peers(self, peers: list[Any]) -> None:
+        """The farm's other hosts: where a missing image is looked for before building it."""
+        self._peers = list(peers)
+
+    async def held_images(self, images: list[str]) -> list[str]:
+        """Which of `images` this node holds now (the driver schedules around the others)."""
+        held = await asyncio.to_thread(self.backend.held_images, images)
+        self.images_ready |= held
+        return sorted(held)
+
+    async def export_image(self, image: str):
+        """Stream `image` to a peer (`docker save` in chunks, each one object in Ray's store)."""
+        chunks = self.backend.export_image(image)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            yield chunk
 
     async def task_image(self, task: Task) -> Task:
         """`task` on an image this node can start its sandboxes from: present (ensure_image) and,
@@ -209,7 +236,8 @@ class EnvHostImpl:
             "host_id": self.config.host_id, "node": self.node, "pid": self.pid,
             "slots": self.config.slots, "running": self.running, "envs_running": self.envs_running,
             "episodes_done": self.episodes_done, "episodes_failed": self.episodes_failed,
-            "images": sorted(self.images_ready), "reaped_at_start": self._reaped_at_start,
+            "images": sorted(self.images_ready), "image_arrivals": list(self.image_arrivals),
+            "reaped_at_start": self._reaped_at_start,
             "rss_bytes": _rss_bytes(), "pss_bytes": _pss_bytes(), "open_files": _open_files(),
             "acquire_p50_s": acquire[len(acquire) // 2] if acquire else None,
             "acquire_p99_s": acquire[int(len(acquire) * 0.99)] if acquire else None,
@@ -226,6 +254,19 @@ class EnvHostImpl:
 
     def ping(self) -> str:
         return self.node
+
+
+def peer_source(handle: Any):
+    """A PeerSource (image_supply) reading `image` from another host's `export_image` stream.
+    Runs in a worker thread: each chunk is fetched from Ray's store as the engine takes the last."""
+
+    def stream(image: str):
+        import ray
+
+        for ref in handle.export_image.remote(image):
+            yield ray.get(ref)
+
+    return stream
 
 
 def _node_id() -> str:

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -53,7 +53,8 @@ class FarmConfig:
     retry_backoff_s: float = 1.0  # first retry waits this long, each next one twice as long
     env_config: EnvConfig = field(default_factory=EnvConfig)  # a dict of its fields is accepted
     sim_profile: dict[str, Any] = field(default_factory=dict)
-    registry: str | None = None
+    registry: str | None = None  # HOST:PORT: nodes lacking an image pull it from here before asking peers
+    prefetch_images: bool = False  # put every task image on every node before the first episode
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
 
@@ -83,6 +84,7 @@ class EnvFarm:
         self._checks: set[asyncio.Task] = set()  # host checks in flight: cancelled at shutdown
         self._closing = False
         self.hosts_replaced = 0
+        self.image_arrivals: list[dict[str, Any]] = []  # fetches the driver asked for: image, node, how, s
         self._started_ray = False
         self._host_runtime_env: dict[str, Any] | None = None  # see start()
 
@@ -124,6 +126,7 @@ class EnvFarm:
             self.host_cfgs.append(host_cfg)
             self.scheduling.add_host(node_id, host_cfg.slots)
         await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+        self._tell_peers()
 
     def host_configs(self, n_hosts: int) -> list[HostConfig]:
         """The config of each of `n_hosts` hosts: `envs` slots spread evenly, the rest shared."""
@@ -143,6 +146,11 @@ class EnvFarm:
                 registry=self.config.registry,
             ))
         return cfgs
+
+    def _tell_peers(self) -> None:
+        """Every host learns the others: where it looks for an image before building it."""
+        for i, h in enumerate(self.hosts):
+            h.set_peers.remote([p for j, p in enumerate(self.hosts) if j != i])
 
     @staticmethod
     def _spawn_host(host_cfg: HostConfig, node_id: str, runtime_env: dict[str, Any] | None = None) -> Any:
@@ -178,14 +186,20 @@ class EnvFarm:
             alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
             if not alive or self._closing:  # a host spawned during shutdown would outlive the farm
                 return
-            node = self.scheduling.least_used_node(alive, excluding=i)
+            # a host that does not answer makes its node suspect: Ray may not have noticed a dead
+            # node yet (its health checks take seconds to a minute), so go elsewhere if possible
+            suspect = self.scheduling.hosts[i].node
+            node = self.scheduling.least_used_node([n for n in alive if n != suspect] or alive, excluding=i)
             with contextlib.suppress(Exception):
                 ray.kill(self.hosts[i], no_restart=True)
             self.hosts[i] = self._spawn_host(self.host_cfgs[i], node, self._host_runtime_env)
             self.scheduling.hosts[i].replaced(node)
             self.hosts_replaced += 1
-            with contextlib.suppress(Exception):
+            self._tell_peers()
+            try:
                 await asyncio.wait_for(self.hosts[i].ping.remote(), 60)
+            except Exception:  # noqa: BLE001 - not up (yet): it stays down; its next failed call checks again
+                return
             self.scheduling.host_back(i)
         finally:
             self._checking.discard(i)
@@ -251,10 +265,12 @@ class EnvFarm:
                   episodes: int | None = None) -> AsyncIterator[Trajectory]:
         """Yield one record per episode as it finishes (each episode exactly once)."""
         sched = self.scheduling
-        pending: collections.deque[Episode] = collections.deque()
+        await self.take_inventory(t.image for t in tasks)
+        pending = _Pending()  # episodes waiting, by image: one image's wait never blocks another's
         source = iter(sched.episodes_for(tasks, group_size, episodes))
-        done_q: asyncio.Queue[tuple[Episode, int, Trajectory | BaseException | None]] = asyncio.Queue()
-        inflight = placed = 0
+        done_q: asyncio.Queue[tuple[Episode | None, int, Any]] = asyncio.Queue()
+        inflight = 0  # episode calls, backed-off retries and fetches under way
+        placed = 0
         exhausted = False
         rows: dict[str, dict[str, Any]] = {}
         loop = asyncio.get_running_loop()
@@ -273,29 +289,34 @@ class EnvFarm:
             await asyncio.sleep(delay)
             await done_q.put((ep, -1, None))  # host -1: a backed-off retry is due
 
+        async def fetch(host: int, image: str) -> None:
+            await self._fetch_image(host, image)
+            await done_q.put((None, host, None))
+
         while True:
-            # fill free slots (lazily pulling new episodes: the backlog never outgrows the farm)
-            while True:
-                if not pending and not exhausted:
-                    nxt = next(source, None)
-                    if nxt is None:
-                        exhausted = True
-                    else:
-                        pending.append(nxt)
-                if not pending:
-                    break
-                host = sched.pick_host(pending[0])
-                if host is None:
-                    break
-                ep = pending.popleft()
-                sched.started(host)
-                inflight += 1
-                loop.create_task(call(ep, host))
-                placed += 1
-                if placed % PLACEMENTS_PER_YIELD == 0:
-                    # let the calls placed so far go out while the rest are placed: in a burst
-                    # of 20,000 the last placement comes seconds after the first
-                    await asyncio.sleep(0)
+            # pull episodes lazily (at most one per slot waits: the backlog never outgrows the farm),
+            # place every one whose image a host with a free slot holds, fetch images for the rest
+            while len(pending) < max(1, sched.total_slots) and not exhausted:
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                else:
+                    pending.append(nxt)
+            for image, waiting in pending.by_image():
+                while waiting and (host := sched.pick_host(waiting[0])) is not None:
+                    ep = waiting.popleft()
+                    sched.started(host)
+                    inflight += 1
+                    loop.create_task(call(ep, host))
+                    placed += 1
+                    if placed % PLACEMENTS_PER_YIELD == 0:
+                        # let the calls placed so far go out while the rest are placed: in a burst
+                        # of 20,000 the last placement comes seconds after the first
+                        await asyncio.sleep(0)
+                for host in sched.fetch_hosts(image, len(waiting)) if waiting and sched.has_free_slot else ():
+                    sched.fetch_started(host, image)
+                    inflight += 1
+                    loop.create_task(fetch(host, image))
             if inflight == 0:
                 if exhausted and not pending:
                     return
@@ -303,6 +324,8 @@ class EnvFarm:
                 continue
             ep, host, result = await done_q.get()
             inflight -= 1
+            if ep is None:  # a fetch ended
+                continue
             if host == -1 or result is None:
                 pending.appendleft(ep)
                 continue
@@ -326,6 +349,70 @@ class EnvFarm:
                 assert decision.record is not None
                 yield decision.record
 
+    # -- images ------------------------------------------------------------------------------------
+    async def take_inventory(self, images: Iterable[str]) -> None:
+        """Ask every host which of `images` its node holds, so episodes go where their image is."""
+        images = sorted(set(images))
+        results = await asyncio.gather(*(h.held_images.remote(images) for h in self.hosts), return_exceptions=True)
+        for i, held in enumerate(results):
+            if isinstance(held, list):
+                self.scheduling.node_holds(self.scheduling.hosts[i].node, held)
+
+    async def _fetch_image(self, host: int, image: str) -> dict[str, Any] | None:
+        """Have host `host` get `image` (registry, else streamed from a host that holds it, else a
+        build); its arrival (how, seconds) when it did, None when it could not or its call failed."""
+        from envfarm.errors import ImageMissingError
+
+        sched = self.scheduling
+        holders = [self.hosts[j] for j in sched.holder_hosts(image) if sched.hosts[j].node != sched.hosts[host].node]
+        arrival = None
+        try:
+            arrival = await self.hosts[host].ensure_image.remote(image, None, holders or None)
+            arrival = {**arrival, "node": sched.hosts[host].node}
+            ok: bool | None = True
+            self.image_arrivals.append(arrival)
+        except ImageMissingError as exc:  # Ray re-raises the host's error as a subclass of it
+            log.warning("host %d cannot get %s: %s", host, image, str(exc)[:300])
+            ok = False
+        except Exception as exc:  # noqa: BLE001 - the host died or its node went: check it
+            log.warning("fetching %s on host %d failed: %s", image, host, str(exc)[:300])
+            ok = None
+        sched.fetch_done(host, image, ok)
+        if ok is None:
+            sched.hosts[host].down_until = time.time() + 5.0
+            self._start_check(host)
+        return arrival
+
+    async def prefetch_images(self, images: Iterable[str], say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+        """Put every image on every node before the first episode, with a line per arrival: a node
+        that holds none of an image gets it first (registry or build), the others then stream it
+        from nodes that hold it. Returns the arrivals (image, node, how, seconds)."""
+        images = sorted(set(images))
+        await self.take_inventory(images)
+        sched = self.scheduling
+        one_per_node = list({h.node: i for i, h in reversed(list(enumerate(sched.hosts)))}.values())
+        todo = [(i, img) for img in images for i in one_per_node if not sched.holds(i, img)]
+        total, done = len(todo), 0
+        say(f"[prefetch] {len(images)} image(s) on {len(one_per_node)} node(s): {total} to fetch")
+        before = len(self.image_arrivals)
+
+        async def one(host: int, image: str) -> None:
+            nonlocal done
+            sched.fetch_started(host, image)
+            how = await self._fetch_image(host, image) or {"how": "failed", "seconds": 0.0}
+            done += 1
+            say(f"[prefetch] {image} on node {sched.hosts[host].node[:12]}: {how['how']} "
+                f"in {how['seconds']:.1f} s ({done}/{total})")
+
+        async def image_everywhere(image: str) -> None:
+            cold = [i for i, img in todo if img == image]
+            if cold and not sched.holder_hosts(image):
+                await one(cold.pop(0), image)  # the first copy: registry or build
+            await asyncio.gather(*(one(i, image) for i in cold))
+
+        await asyncio.gather(*(image_everywhere(img) for img in images))
+        return self.image_arrivals[before:]
+
     def _start_check(self, host: int) -> None:
         check = asyncio.get_running_loop().create_task(self._check_host(host))
         self._checks.add(check)
@@ -346,3 +433,34 @@ class EnvFarm:
         except Exception as exc:  # noqa: BLE001 - shipping failed: the episode reports image_missing
             log.warning("shipping %s to host %d failed: %s", image, host, exc)
             return False
+
+
+class _Pending:
+    """Episodes waiting to be placed, one queue per image, in arrival order of the images."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, collections.deque[Episode]] = {}
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _queue(self, ep: Episode) -> collections.deque[Episode]:
+        return self._queues.setdefault(ep.task.image, collections.deque())
+
+    def append(self, ep: Episode) -> None:
+        self._queue(ep).append(ep)
+        self._n += 1
+
+    def appendleft(self, ep: Episode) -> None:
+        self._queue(ep).appendleft(ep)
+        self._n += 1
+
+    def by_image(self) -> Iterator[tuple[str, collections.deque[Episode]]]:
+        """Each image's queue; episodes the caller pops are counted out, emptied queues dropped."""
+        for image, queue in list(self._queues.items()):
+            before = len(queue)
+            yield image, queue
+            self._n -= before - len(queue)
+            if not queue:
+                del self._queues[image]

@@ -4,8 +4,13 @@ No Ray and no I/O here, so every rule can be tested directly (tests/unit/farm): 
 (farm/scheduler.py) is the thin Ray part that spawns hosts, makes the calls and ships images,
 and asks `Scheduling` what to do at each step.
 
-- Episodes go to the host with the most free slots, preferring hosts that already have the
-  task's image and avoiding hosts the episode already failed on.
+- Episodes go to hosts whose node holds the task's image, the one with the most free slots
+  first, avoiding hosts the episode already failed on. When no such host has a free slot, the
+  episode waits and a cold host with free slots is asked to fetch the image (`fetch_hosts`):
+  episodes are never placed on a node while it fetches, so a slow fetch (or a build, the last
+  resort) holds no episode hostage while a node that has the image frees up. A node whose
+  fetch failed takes the episode anyway when no node holds the image, so that it comes back
+  `image_missing` instead of waiting for ever.
 - A result is settled into one `Decision`: a final record (yielded exactly once per episode id),
   a retry after a backoff (retryable faults, up to `max_retries`), a resend of the task row to
   a host that restarted, a request to ship the image to a host that lacks it, or a duplicate to
@@ -81,7 +86,6 @@ class HostState:
     slots: int
     inflight: int = 0
     down_until: float = 0.0
-    images: set[str] = field(default_factory=set)  # images it has run episodes of
     tasks: set[str] = field(default_factory=set)  # task ids whose rows it has cached
 
     @property
@@ -91,7 +95,6 @@ class HostState:
     def replaced(self, node: str) -> None:
         """A new actor took this host's place (on `node`): it knows nothing yet."""
         self.node, self.down_until = node, 0.0
-        self.images.clear()
         self.tasks.clear()
 
 
@@ -123,10 +126,78 @@ class Scheduling:
         self.counters = FarmCounters()
         self._finished_ids: set[str] = set()
         self._shipped: set[tuple[int, str]] = set()
+        # what each node's engine holds, is fetching (and by which host), or failed to get
+        self.node_images: dict[str, set[str]] = collections.defaultdict(set)
+        self.fetching: dict[tuple[str, str], int] = {}
+        self.fetch_failed: set[tuple[str, str]] = set()
+        self._inflight = 0
+        self._slots = 0
 
     def add_host(self, node: str, slots: int) -> int:
         self.hosts.append(HostState(node=node, slots=slots))
+        self._slots += slots
         return len(self.hosts) - 1
+
+    @property
+    def total_slots(self) -> int:
+        return self._slots
+
+    @property
+    def has_free_slot(self) -> bool:
+        """Some host has a free slot (kept as a count: the run loop asks after every result)."""
+        return self._inflight < self.total_slots
+
+    # -- images on nodes -------------------------------------------------------------------------
+    def holds(self, host: int, image: str) -> bool:
+        return image in self.node_images[self.hosts[host].node]
+
+    def node_holds(self, node: str, images: Iterable[str]) -> None:
+        """`node`'s engine has `images` (an inventory, a finished fetch, an episode that ran)."""
+        for image in images:
+            self.node_images[node].add(image)
+            self.fetch_failed.discard((node, image))
+
+    def holder_hosts(self, image: str) -> list[int]:
+        """Hosts on nodes that hold `image` and are not down: where a cold node can stream it from."""
+        now = time.time()
+        return [i for i, h in enumerate(self.hosts) if image in self.node_images[h.node] and h.down_until <= now]
+
+    def fetch_hosts(self, image: str, wanted: int, now: float | None = None) -> list[int]:
+        """Up to `wanted` cold hosts (free slots, up, one per node, none fetching or failed on the
+        image) to start fetching `image` on, less the fetches of it already under way."""
+        now = time.time() if now is None else now
+        if not any(image in imgs for imgs in self.node_images.values()):
+            wanted = min(wanted, 1)  # the first copy (registry or build) on one node; the rest stream it
+        wanted -= sum(1 for (_, img) in self.fetching if img == image)
+        picked: list[int] = []
+        nodes: set[str] = set()
+        order = sorted(range(len(self.hosts)), key=lambda i: -self.hosts[i].free)
+        for i in order:
+            if len(picked) >= wanted:
+                break
+            h = self.hosts[i]
+            key = (h.node, image)
+            if (h.free <= 0 or h.down_until > now or h.node in nodes or image in self.node_images[h.node]
+                    or key in self.fetching or key in self.fetch_failed):
+                continue
+            picked.append(i)
+            nodes.add(h.node)
+        return picked
+
+    def fetch_started(self, host: int, image: str) -> None:
+        self.fetching[(self.hosts[host].node, image)] = host
+
+    def fetch_done(self, host: int, image: str, ok: bool | None) -> None:
+        """A fetch ended: the node holds the image (ok), cannot get it (False), or the host's
+        call failed (None: nothing learnt of the image, the host gets checked)."""
+        node = self.hosts[host].node
+        for key, who in list(self.fetching.items()):
+            if who == host and key[1] == image:
+                del self.fetching[key]
+        if ok:
+            self.node_holds(node, [image])
+        elif ok is False:
+            self.fetch_failed.add((node, image))
 
     # -- what to run -----------------------------------------------------------------------------
     def episodes_for(self, tasks: list[Task], group_size: int, episodes: int | None) -> Iterator[Episode]:
@@ -146,16 +217,32 @@ class Scheduling:
                 yield Episode(f"{gid}/e{k}", gid, task, group_index=gi, member=k)
 
     def pick_host(self, ep: Episode, now: float | None = None) -> int | None:
-        """The host to run `ep` on now, or None when every host is full or down."""
+        """The host to run `ep` on now, or None: every host is full or down, or none with a free
+        slot holds the image (then `fetch_hosts` says where to fetch it while `ep` waits)."""
         now = time.time() if now is None else now
+        image = ep.task.image
         best, best_key = None, None
+        failed_only: bool | None = None  # worked out only when a free host lacks the image
         for i, host in enumerate(self.hosts):
             if host.free <= 0 or host.down_until > now:
                 continue
-            key = (i not in ep.excluded_hosts, ep.task.image in host.images, host.free)
+            if image not in self.node_images[host.node]:
+                # a node that could not get the image takes it only when no node can: the host
+                # then says image_missing (and the driver's copy is shipped) instead of a wait
+                if failed_only is None:
+                    failed_only = self._nobody_can_get(image, now)
+                if not (failed_only and (host.node, image) in self.fetch_failed):
+                    continue
+            key = (i not in ep.excluded_hosts, host.free)
             if best_key is None or key > best_key:
                 best, best_key = i, key
         return best
+
+    def _nobody_can_get(self, image: str, now: float) -> bool:
+        """No node holds or is fetching `image`, and every live node failed to get it."""
+        return (not any(image in imgs for imgs in self.node_images.values())
+                and not any(img == image for (_, img) in self.fetching)
+                and all((h.node, image) in self.fetch_failed for h in self.hosts if h.down_until <= now))
 
     def row_for(self, ep: Episode, host: int) -> bool:
         """True when the host must be sent the task's row (it has not cached the task yet)."""
@@ -167,6 +254,7 @@ class Scheduling:
 
     def started(self, host: int) -> None:
         self.hosts[host].inflight += 1
+        self._inflight += 1
 
     def host_back(self, host: int) -> None:
         self.hosts[host].down_until = 0.0
@@ -177,6 +265,7 @@ class Scheduling:
         """Decide what a finished call means; updates the host table, groups and counters."""
         state = self.hosts[host]
         state.inflight -= 1
+        self._inflight -= 1
         host_failed = isinstance(result, BaseException)
         if isinstance(result, BaseException):
             state.down_until = (time.time() if now is None else now) + HOST_DOWN_S
@@ -194,7 +283,7 @@ class Scheduling:
                 self._shipped.add((host, ep.task.image))
                 return Decision(Action.SHIP_IMAGE, record)
             if record.error_kind != ErrorKind.IMAGE_MISSING:
-                state.images.add(ep.task.image)
+                self.node_holds(state.node, [ep.task.image])
         if ep.episode_id in self._finished_ids:
             self.counters.duplicates_dropped += 1
             return Decision(Action.DROP, host_failed=host_failed)

@@ -10,7 +10,7 @@ no caller asks for a backend by name again.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -197,9 +197,20 @@ class SandboxBackend(ABC):
         Blocking: call it from a thread on an event loop."""
 
     @abstractmethod
-    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
-        """Make `image` usable here; returns how (present, pulled, built, loaded) or raises
-        ImageMissingError. Blocking: call it from a thread on an event loop."""
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None,
+                     peers: Sequence[Callable[[str], Iterable[bytes]]] = ()) -> str:
+        """Make `image` usable here; returns how (present, pulled, peer, built, loaded) or raises
+        ImageMissingError. `peers` stream the image from nodes that have it (`export_image`
+        there). Blocking: call it from a thread on an event loop."""
+
+    def held_images(self, images: Iterable[str]) -> set[str]:
+        """Which of `images` this node can start sandboxes of without fetching anything: where
+        images never travel (simulated, local trees), all of them. Blocking."""
+        return set(images)
+
+    def export_image(self, image: str) -> Iterator[bytes]:
+        """`image` as a stream a peer's `ensure_image` loads; only backends whose images travel."""
+        raise NotImplementedError(f"the {self.name} backend has no images to export")
 
     def adapt_image(self, image: str, base_commit: str = "", activation: str = "") -> str:
         """The image to start a task's sandboxes from: `image` itself, or where the backend must

@@ -23,6 +23,7 @@ import socket
 import tarfile
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -656,10 +657,21 @@ class DockerBackend(SandboxBackend):
             removed += 1
         return removed
 
-    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None,
+                     peers: Sequence[Callable[[str], Iterable[bytes]]] = ()) -> str:
         from envfarm.sandbox.image_supply import ensure_image
 
-        return ensure_image(image, registry, tarball)
+        return ensure_image(image, registry, tarball, peers)
+
+    def held_images(self, images: Iterable[str]) -> set[str]:
+        from envfarm.sandbox.image_supply import held_images
+
+        return held_images(images)
+
+    def export_image(self, image: str) -> Iterator[bytes]:
+        from envfarm.sandbox.image_supply import export_image_chunks
+
+        return export_image_chunks(image)
 
     def adapt_image(self, image: str, base_commit: str = "", activation: str = "") -> str:
         from envfarm.sandbox.foreign_images import adapt_image

@@ -20,14 +20,10 @@ and adapted images (label `envfarm.adapted-from`) are used as they are.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import re
-import tempfile
 import threading
-from pathlib import Path
 
 import docker.errors
 import requests
@@ -35,6 +31,7 @@ import requests
 from envfarm.errors import ImageMissingError, SandboxError
 from envfarm.sandbox.base import ACTIVATE_PATH
 from envfarm.sandbox.docker_backend import docker_client
+from envfarm.sandbox.node_lock import NodeLock
 
 ADAPT_VERSION = "3"
 LABEL_FROM = "envfarm.adapted-from"
@@ -148,7 +145,7 @@ def adapt_image(image: str, base_commit: str = "", activation: str = "") -> str:
         _adapted[key] = image
         return image
     tag = adapted_tag(image, source.id, base_commit, activation)
-    with _process_lock, _node_lock(tag):
+    with _process_lock, NodeLock(tag, prefix="envfarm-adapt"):
         if not _exists(tag):
             _build(image, source, tag, base_commit, activation)
     _adapted[key] = tag
@@ -161,22 +158,6 @@ def _exists(tag: str) -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
-
-
-class _node_lock:
-    """An exclusive file lock shared by every process on this machine (the farm's hosts)."""
-
-    def __init__(self, tag: str) -> None:
-        name = hashlib.sha256(tag.encode()).hexdigest()[:16]
-        self.path = Path(tempfile.gettempdir()) / f"envfarm-adapt-{name}.lock"
-
-    def __enter__(self) -> None:
-        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
 
 
 def _build(image: str, source, tag: str, base_commit: str, activation: str) -> None:

@@ -3,9 +3,10 @@
 One module, through the Docker SDK (the client sandboxes use), for the two ways images are
 asked for:
 
-- `ensure_image(image, registry, tarball)`: a farm host, once per image, before the first
-  sandbox: present, else pulled from `registry`, else built from this repository's images/
-  (envfarm's own repository images), else loaded from a `docker save` tarball the driver shipped.
+- `ensure_image(image, registry, tarball, peers)`: a farm host, once per image and engine,
+  before the first sandbox: present, else pulled from `registry`, else streamed from a peer node
+  that has it (`export_image_chunks` there, `load_image` here), else built from this repository's
+  images/ (envfarm's own repository images; slowest), else loaded from a tarball the driver shipped.
 - `ensure_images(images)`: before a run, every image a task list needs, with one error that names
   each missing image and how to get it (fail early, not on every node at the first sandbox).
 
@@ -15,7 +16,7 @@ decides when to call it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import docker
 import docker.errors
@@ -24,6 +25,7 @@ from docker.utils import parse_repository_tag
 
 from envfarm.sandbox.base import ImageMissingError, SandboxError
 from envfarm.sandbox.docker_backend import docker_client
+from envfarm.sandbox.node_lock import NodeLock
 
 
 def image_exists(tag: str) -> bool:
@@ -57,25 +59,54 @@ def pull_image(ref: str, tag_as: str | None = None, timeout: float | None = None
     return None
 
 
-def load_image(data: bytes) -> None:
-    """`docker load` of a `docker save` tarball."""
+def load_image(data: bytes | Iterable[bytes]) -> None:
+    """`docker load` of a `docker save` tarball, whole or as a stream of chunks (sent as they come)."""
     try:
-        docker_client().images.load(data)
+        docker_client().images.load(iter(data) if not isinstance(data, bytes) else data)
     except docker.errors.APIError as exc:
         raise SandboxError(f"docker load failed: {exc.explanation or exc}") from exc
+    except docker.errors.DockerException as exc:  # ImageLoadError: the engine refused the stream
+        raise SandboxError(f"docker load failed: {exc}") from exc
 
 
-def export_image(tag: str) -> bytes:
-    """`docker save` of one image, with its tag, for shipping to a node that can neither pull nor build."""
+EXPORT_CHUNK = 8 << 20  # bytes per chunk of a streamed `docker save`: one object in Ray's store each
+
+
+def export_image_chunks(tag: str, chunk_size: int = EXPORT_CHUNK) -> Iterator[bytes]:
+    """`docker save` of one image, with its tag, as chunks: for a node that lacks it (peer transfer)."""
     try:
         image = docker_client().images.get(tag)
         named: str | bool = tag if tag in image.tags else f"{tag}:latest" if f"{tag}:latest" in image.tags \
             else bool(image.tags)
-        return b"".join(image.save(named=named))
+        buf = bytearray()
+        for piece in image.save(chunk_size=chunk_size, named=named):  # the engine's pieces are far smaller
+            buf += piece
+            if len(buf) >= chunk_size:
+                yield bytes(buf)
+                buf.clear()
+        if buf:
+            yield bytes(buf)
     except docker.errors.ImageNotFound as exc:
         raise ImageMissingError(f"image {tag!r} is not on this machine: nothing to export") from exc
     except docker.errors.APIError as exc:
         raise SandboxError(f"docker save {tag} failed: {exc}") from exc
+
+
+def export_image(tag: str) -> bytes:
+    """`docker save` of one image, with its tag, in one piece (the driver ships it to a host)."""
+    return b"".join(export_image_chunks(tag))
+
+
+def held_images(images: Iterable[str]) -> set[str]:
+    """Which of `images` this engine has (one listing, not one lookup per image)."""
+    wanted = set(images)
+    if not wanted:
+        return set()
+    try:
+        tags = {t for img in docker_client().images.list() for t in img.tags}
+    except (docker.errors.APIError, requests.exceptions.ConnectionError) as exc:
+        raise SandboxError(f"cannot list images: {exc}") from exc
+    return {img for img in wanted if img in tags or f"{img}:latest" in tags}
 
 
 def prune_dangling_images() -> int:
@@ -93,22 +124,71 @@ def _projects_by_image() -> dict:
         return {}
 
 
-def ensure_image(image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
-    """Returns how the image got here: present, pulled, built or loaded; raises ImageMissingError."""
+# A peer: a node that has an image and streams it (`docker save` chunks); raises when it cannot.
+PeerSource = Callable[[str], Iterable[bytes]]
+
+
+def engine_id() -> str:
+    """This Docker engine's id (one per data root): several engines can share one machine."""
+    try:
+        return str(docker_client().info().get("ID") or "")
+    except (docker.errors.APIError, requests.exceptions.ConnectionError) as exc:
+        raise SandboxError(f"cannot reach the Docker engine: {exc}") from exc
+
+
+def ensure_image(image: str, registry: str | None = None, tarball: bytes | None = None,
+                 peers: Sequence[PeerSource] = ()) -> str:
+    """Make `image` present on this engine, the fast way first; returns how it got here:
+    present, pulled (from `registry`), peer (streamed from a node that has it), built (from
+    this repository's images/, the last resort: debootstrap and `docker build` take minutes)
+    or loaded (a tarball the driver shipped). Raises ImageMissingError naming every way tried.
+
+    One fetch or build per image and engine at a time: concurrent callers, in this process or
+    another, wait on a machine-wide lock and then find the image present.
+    """
     if image_exists(image):
         return "present"
-    tried = []
+    with NodeLock(f"{engine_id()}/{image}"):
+        if image_exists(image):
+            return "present"
+        return _supply(image, registry, tarball, peers)
+
+
+def _fetch(image: str, registry: str | None, peers: Sequence[PeerSource], tried: list[str]) -> str | None:
+    """The fast ways: pull from the registry, else stream from a peer; how, or None."""
     if registry:
         ref = f"{registry.rstrip('/')}/{image}"
         why = pull_image(ref, tag_as=image)
         if why is None:
+            _untag(ref)
             return "pulled"
         tried.append(f"pull {ref}: {why[-200:]}")
+    for i, peer in enumerate(peers):
+        try:
+            load_image(peer(image))
+        except Exception as exc:  # noqa: BLE001 - a peer that died or lost the image: try the next way
+            tried.append(f"peer {i}: {str(exc)[-200:]}")
+            continue
+        if image_exists(image):
+            return "peer"
+        tried.append(f"peer {i}: its stream did not hold {image}")
+    return None
+
+
+def _supply(image: str, registry: str | None, tarball: bytes | None, peers: Sequence[PeerSource]) -> str:
+    tried: list[str] = []
+    how = _fetch(image, registry, peers, tried)
+    if how:
+        return how
     project = _projects_by_image().get(image)
     if project is not None:
-        from envfarm.sandbox.images import build_repo
+        from envfarm.sandbox.images import BASE_TAG, build_repo
 
         try:
+            if not image_exists(BASE_TAG):  # the base by registry or peer too: debootstrap is the slowest way
+                with NodeLock(f"{engine_id()}/{BASE_TAG}"):
+                    if not image_exists(BASE_TAG):
+                        _fetch(BASE_TAG, registry, peers, [])
             build_repo(project)
             return "built"
         except Exception as exc:  # noqa: BLE001 - any build failure falls through to the next way
@@ -126,6 +206,14 @@ def ensure_image(image: str, registry: str | None = None, tarball: bytes | None 
         f"image {image!r} is not on this node and could not be had ({'; '.join(tried)}). Pass --registry, "
         "build it with `python -m envfarm.sandbox.images build`, or `docker load -i <file>.tar` on every node"
     )
+
+
+def _untag(ref: str) -> None:
+    """Drop the registry-qualified tag a pull left (the image keeps its plain tag)."""
+    try:
+        docker_client().images.remove(ref, noprune=True)
+    except docker.errors.DockerException:
+        pass
 
 
 def missing_images(images: Iterable[str]) -> list[str]:
@@ -161,5 +249,5 @@ def ensure_images(images: Iterable[str], build: bool = True, pull: bool = True) 
     return got
 
 
-__all__ = ["ensure_image", "ensure_images", "export_image", "image_exists", "load_image", "missing_images",
-           "prune_dangling_images", "pull_image"]
+__all__ = ["PeerSource", "engine_id", "ensure_image", "ensure_images", "export_image", "export_image_chunks",
+           "held_images", "image_exists", "load_image", "missing_images", "prune_dangling_images", "pull_image"]

@@ -44,6 +44,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -586,7 +587,8 @@ class LocalBackend(SandboxBackend):
                 os.close(fd)
         return removed
 
-    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None,
+                     peers: Sequence[Any] = ()) -> str:
         if image in self._prepared:
             return "present"
         self.prepare(image)

@@ -16,8 +16,9 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
@@ -169,7 +170,8 @@ class SimBackend(SandboxBackend):
              older_than_s: float | None = None) -> int:
         return 0
 
-    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None) -> str:
+    def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None,
+                     peers: Sequence[Any] = ()) -> str:
         return "present"
 
 

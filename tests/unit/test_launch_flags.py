@@ -136,3 +136,16 @@ def test_training_on_the_acknowledged_local_backend(monkeypatch):
     assert called["backend"] == LocalBackendConfig(allow_unisolated=True)
     called = _dispatch(monkeypatch, ["--backend", "local", "--allow-unisolated"])
     assert called["builder"] == "sync" and called["backend"] == LocalBackendConfig(allow_unisolated=True)
+
+
+def test_registry_and_prefetch_flags_reach_the_farm_config():
+    args = launch.build_parser().parse_args(["--registry", "127.0.0.1:5000/", "--prefetch-images"])
+    cfg = launch.farm_config(args)
+    assert cfg.registry == "127.0.0.1:5000" and cfg.prefetch_images
+    assert launch.farm_config(launch.build_parser().parse_args([])).prefetch_images is False
+
+
+@pytest.mark.parametrize("bad", ["http://127.0.0.1:5000", "host:port", "a b:5000"])
+def test_a_registry_given_as_a_url_is_refused_with_the_form_to_use(bad):
+    with pytest.raises(launch.UserInputError, match="HOST:PORT"):
+        launch.farm_config(launch.build_parser().parse_args(["--registry", bad]))

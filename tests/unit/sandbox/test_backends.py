@@ -101,7 +101,7 @@ def test_a_host_on_the_sim_backend_runs_an_episode_without_docker_or_ray():
 
     async def main():
         record = await host.run_episode(task.model_dump(), EpisodeSlot(episode_id="e0", group_id="g0"))
-        assert await host.ensure_image(task.image) == {"image": task.image, "how": "present"}
+        assert await host.ensure_image(task.image) == {"image": task.image, "how": "present", "seconds": 0.0}
         return record, await host.shutdown()
 
     record, left = asyncio.run(main())
