@@ -1,0 +1,221 @@
+"""Forking a Docker sandbox: n children that hold the parent's files and shell state.
+
+Why this mechanism (measured in docs/BENCHMARKS.md): `docker commit` of the writable layer costs
+about a second at 100 MB and its children must then be started from the new image, one cold
+create each; CRIU needs an engine in experimental mode and its kernel check fails on these
+machines. Here children are ordinary sandboxes (from the caller's factory, so a warm pool's
+ready ones serve) and only what the parent changed travels into them:
+
+1. the changed paths come from the parent's overlay upper directory, walked on this machine
+   (it only lists names: no byte is read there, no link followed); where that directory cannot
+   be read, or the kernel records renamed directories in it, the engine's `docker diff` says;
+2. one archive of those paths is made *inside the parent*, by `tar` running as the sandbox's
+   user: it can hold nothing that user cannot read;
+3. in each child, as the sandbox's user again, the paths the parent deleted are removed and the
+   archive is unpacked by `tar` (a fresh process of the child's own pristine image): it can put
+   nothing where that user could not write, and nothing runs as root. The agent could have
+   done each step itself with the same tools;
+4. the shell state (exported variables, umask, working directory) is replayed in each child's
+   session, which is what the agent's own commands would do.
+
+Processes are not forked: whatever the parent left running in the background is not in the
+children (their shells start fresh, then take the state above).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from envfarm.sandbox.base import SandboxError, SandboxFactory
+
+if TYPE_CHECKING:
+    from envfarm.sandbox.docker_backend import DockerSandbox
+
+LABEL_FORK_OF = "envfarm.fork_of"
+
+# one archive may carry at most this much (the parent's changes, held in this process's memory
+# once, while every child unpacks it)
+FORK_ARCHIVE_MAX = 2 << 30
+SHELL_STATE_MAX = 4 << 20
+
+# Archives the NUL-separated paths on stdin, as they are, to stdout. Folders the sandbox's user
+# does not own are left out: they were there before (that user could not have made them), the
+# child has them too, and an unprivileged `tar` cannot set their metadata; what they hold travels.
+ARCHIVE_SCRIPT = (
+    'set -o pipefail; find -files0-from - -maxdepth 0 ! \\( -type d ! -uid "$EUID" \\) -print0 '
+    '| tar -c -f - -C / --null --verbatim-files-from --no-recursion --ignore-failed-read '
+    '--warning=no-file-changed --warning=no-file-removed -T -'
+)
+
+# the variables a child keeps as its own (they name the machine or the shell, not the agent's work)
+OWN_VARIABLES = ("HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_")
+
+
+@dataclass
+class Changes:
+    """What the parent's writable layer holds: paths to copy and paths to delete in a child."""
+
+    copy: list[str] = field(default_factory=list)  # files, links and folders, parents first
+    delete: list[str] = field(default_factory=list)  # deleted in the parent (or emptied and refilled)
+    source: str = "upperdir"  # or "engine": `docker diff`
+
+
+def upper_changes(upper: str) -> Changes | None:
+    """The changes recorded in an overlay upper directory, or None where it cannot be read
+    completely (not root, another engine's data root) or records a renamed directory (a
+    `redirect`: its content lives below and the names alone would not carry it)."""
+    out = Changes()
+    pending = [""]
+    try:
+        while pending:
+            rel = pending.pop()
+            with os.scandir(upper + rel) as it:
+                for entry in sorted(it, key=lambda e: e.name):
+                    path = f"{rel}/{entry.name}"
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                        out.delete.append(path)  # a whiteout
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        if _xattr(entry.path, "trusted.overlay.redirect") is not None:
+                            return None
+                        if _xattr(entry.path, "trusted.overlay.opaque") == b"y":
+                            out.delete.append(path)  # the folder was emptied below: start it afresh
+                        out.copy.append(path)
+                        pending.append(path)
+                    else:
+                        out.copy.append(path)
+    except (PermissionError, FileNotFoundError):
+        return None
+    out.copy.sort()
+    return out
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def engine_changes(api: Any, container_id: str) -> Changes:
+    """The changes as the engine lists them (`docker diff`: slow where it walks the whole tree)."""
+    out = Changes(source="engine")
+    for change in api.diff(container_id) or []:
+        (out.delete if change["Kind"] == 2 else out.copy).append(change["Path"])
+    out.copy.sort()
+    return out
+
+
+async def _run(sandbox: DockerSandbox, argv: list[str], stdin: bytes, out_max: int, what: str) -> bytes:
+    """`argv` fed `stdin` as the sandbox's user (its `host_exec`); its stdout, or SandboxError
+    naming `what` failed. Exit status 1 passes: `tar` says so when a path changed while read."""
+    res = await sandbox.host_exec(argv, timeout=600, output_limit=out_max, stdin=stdin)
+    if res.truncated:
+        raise SandboxError(f"sandbox {sandbox.id}: {what}: more than {out_max} bytes")
+    if res.exit_code not in (0, 1) or res.timed_out:
+        raise SandboxError(f"sandbox {sandbox.id}: {what} failed (exit {res.exit_code}, "
+                           f"{'timed out' if res.timed_out else 'done'}): {res.stderr.decode(errors='replace')[-300:]}")
+    return res.stdout
+
+
+async def snapshot(parent: DockerSandbox) -> tuple[Changes, bytes, str]:
+    """The parent's changes, their archive (made inside the parent as its user) and the shell
+    lines that give a child the parent's exported variables, umask and working directory."""
+    from envfarm.sandbox.docker_backend import _in_thread
+
+    state = await parent.exec("builtin umask; builtin export -p", timeout=30, output_limit=SHELL_STATE_MAX)
+    if state.exit_code != 0 or state.truncated:
+        raise SandboxError(f"sandbox {parent.id}: cannot read its shell state for a fork: {state.output[-300:]}")
+    umask, _, exports = state.output.partition("\n")
+    info = await _in_thread(parent._api.inspect_container, parent.container.id)
+    upper = (info.get("GraphDriver") or {}).get("Data", {}).get("UpperDir")
+    changes = (await _in_thread(upper_changes, upper) if upper else None) \
+        or await _in_thread(engine_changes, parent._api, parent.container.id)
+    archive = b""
+    if changes.copy:
+        names = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in changes.copy)
+        archive = await _run(parent, ["bash", "-c", ARCHIVE_SCRIPT], names, FORK_ARCHIVE_MAX, "archiving its changes")
+    cwd = parent._session.cwd or parent.spec.workdir
+    return changes, archive, restore_script(exports, umask.strip(), cwd)
+
+
+def restore_script(exports: str, umask: str, cwd: str) -> str:
+    """Shell lines that make a fresh session's exported variables those of `exports` (the
+    parent's `export -p`), less OWN_VARIABLES, then set the umask and the working directory."""
+    own = [v for v in OWN_VARIABLES if v not in ("PWD", "OLDPWD", "_")]
+    keep = "; ".join(f"__ef_keep_{v}=${{{v}-}}" for v in own)
+    back = "; ".join(f"export {v}=\"$__ef_keep_{v}\"; builtin unset __ef_keep_{v}" for v in own)
+    return (f"{keep}\nfor __ef_v in $(builtin compgen -e); do builtin unset \"$__ef_v\" 2>/dev/null; done; "
+            f"builtin unset __ef_v\n{exports}\n{back}\nbuiltin umask {umask or '0022'}\n"
+            f"builtin cd -- {_q(cwd)} 2>/dev/null || true")
+
+
+
+
+async def receive(child: DockerSandbox, changes: Changes, archive: bytes, restore: str) -> None:
+    """Give a fresh child the parent's changes and shell state, all as the child's user."""
+    if changes.delete:
+        names = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in changes.delete)
+        await _run(child, ["xargs", "-0", "-r", "rm", "-rf", "--"], names, 1 << 16,
+                   "fork: removing the paths the parent deleted")
+    if archive:
+        await _run(child, ["tar", "-x", "-f", "-", "-C", "/", "-p", "--no-same-owner", "--no-overwrite-dir",
+                           "--warning=no-timestamp"], archive, 1 << 16, "fork: unpacking the parent's changes")
+    res = await child.exec(restore, timeout=30)
+    if res.exit_code != 0:
+        raise SandboxError(f"fork into sandbox {child.id}: the parent's shell state did not apply: {res.output[-300:]}")
+
+
+async def fork(parent: DockerSandbox, n: int, factory: SandboxFactory | None = None) -> list[Any]:
+    """n children of `parent` (see the module's doc). `factory` makes each child exactly as any
+    sandbox is made (a warm pool's factory hands out ready ones); by default the backend's
+    create with the parent's owner, run and task. On any failure every child is closed."""
+    from envfarm.sandbox.docker_backend import LABEL_OWNER, LABEL_RUN, LABEL_TASK, DockerSandbox
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"fork(n): n must be a positive whole number of children, got {n!r}")
+    spec = dataclasses.replace(parent.requested_spec, labels={**parent.requested_spec.labels,
+                                                              LABEL_FORK_OF: parent.container.id[:12]})
+    labels = parent.container.labels or {}
+    task = labels.get(LABEL_TASK, "")
+    make: Callable[[], Awaitable[Any]]
+    if factory is None:
+        def make() -> Awaitable[Any]:
+            return DockerSandbox.create(spec, owner=labels.get(LABEL_OWNER), run=labels.get(LABEL_RUN, "adhoc"),
+                                        task=task)
+    else:
+        def make() -> Awaitable[Any]:
+            return factory(spec, task)
+
+    snap = asyncio.ensure_future(snapshot(parent))
+    made = await asyncio.gather(*(make() for _ in range(n)), return_exceptions=True)
+    children = [c for c in made if not isinstance(c, BaseException)]
+    try:
+        changes, archive, restore = await snap
+        failed = [c for c in made if isinstance(c, BaseException)]
+        if failed:
+            raise failed[0]
+        for child in children:
+            inner = getattr(child, "_inner", child)  # a pooled sandbox's own
+            if not isinstance(inner, DockerSandbox) or inner.spec.user != parent.spec.user:
+                raise SandboxError(f"fork of sandbox {parent.id}: the factory made {type(inner).__name__} "
+                                   f"{getattr(inner, 'id', '?')}, not a Docker sandbox of the same user")
+        await asyncio.gather(*(receive(getattr(c, "_inner", c), changes, archive, restore) for c in children))
+    except BaseException:
+        if not snap.done():
+            snap.cancel()
+        await asyncio.gather(*(c.close() for c in children), return_exceptions=True)
+        raise
+    return children
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+

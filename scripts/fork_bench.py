@@ -1,0 +1,136 @@
+"""Sandbox.fork measured for scripts/bench_sandbox.py: 8 children, small and 100 MB changes,
+against 8 sandboxes replaying the parent's commands and against `docker commit`.
+
+The parent plays an agent's first turns on the inflection repository (PREFIX: read, run the
+tests, edit, run them again), then writes the size's extra bytes. Children come warm (created
+before the fork, as a warm pool holds them) unless the figure says cold; the machine's CPU of
+a fork counts their creation. The replay baseline gives 8 warm fresh sandboxes the same PREFIX
+and extra bytes; `docker commit` makes an image of the parent's writable layer and starts 8
+children from it (the mechanism not chosen; shell state not carried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
+
+PREFIX = [
+    "cd /testbed && git status --short | head -5 && ls",
+    "grep -n 'def camelize' -A12 inflection/__init__.py | head -20",
+    "python3 -m pytest -q -x -p no:cacheprovider 2>&1 | tail -2",
+    "sed -i 's/^def camelize(string: str, uppercase_first_letter: bool = True) -> str:/&"
+    "  # checked/' inflection/__init__.py && echo '# note' >> inflection/__init__.py",
+    "python3 -m pytest -q -x -p no:cacheprovider 2>&1 | tail -2",
+    "export STEP=5 FOCUS=camelize && mkdir -p /tmp/work && cp -r inflection /tmp/work/ && cd inflection",
+]
+EXTRA = {"small": "head -c 2000000 /dev/urandom > /tmp/work/cache.bin",
+         "100mb": "head -c 100000000 /dev/urandom > /testbed/big.bin"}
+CHECK = "test -f /tmp/work/cache.bin -o -f /testbed/big.bin && echo \"$STEP $PWD\""
+
+
+async def _parent(image: str, size: str) -> DockerSandbox:
+    sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
+    for cmd in PREFIX + [EXTRA[size]]:
+        await sb.exec(cmd, timeout=300)
+    return sb
+
+
+async def _warm(image: str, n: int) -> list[DockerSandbox]:
+    return list(await asyncio.gather(*(DockerSandbox.create(SandboxSpec(image=image), run="bench") for _ in range(n))))
+
+
+def _from(ready: list[DockerSandbox]):
+    async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
+        return ready.pop()
+
+    return factory
+
+
+async def _close(sandboxes) -> None:
+    await asyncio.gather(*(s.close() for s in sandboxes), return_exceptions=True)
+
+
+async def one_fork(image: str, size: str, n: int, warm: bool, cpu: Callable[[], float]) -> dict[str, float]:
+    parent = await _parent(image, size)
+    children: list = []
+    try:
+        cpu0 = cpu()
+        ready = await _warm(image, n) if warm else []
+        cpu1, t = cpu(), time.perf_counter()
+        children = await parent.fork(n, _from(ready) if warm else None)
+        seconds, cpu2 = time.perf_counter() - t, cpu()
+        res = await children[-1].exec(CHECK)
+        assert res.output.split() == ["5", "/testbed/inflection"], res.output
+        return {"s": seconds, "cpu_s": cpu2 - cpu0, "transfer_cpu_s": cpu2 - cpu1}
+    finally:
+        await _close([parent, *children])
+
+
+async def one_replay(image: str, size: str, n: int, cpu: Callable[[], float]) -> dict[str, float]:
+    ready = await _warm(image, n)
+    try:
+        cpu0, t = cpu(), time.perf_counter()
+
+        async def replay(sb: DockerSandbox) -> None:
+            for cmd in PREFIX + [EXTRA[size]]:
+                await sb.exec(cmd, timeout=300)
+
+        await asyncio.gather(*(replay(sb) for sb in ready))
+        return {"s": time.perf_counter() - t, "transfer_cpu_s": cpu() - cpu0}
+    finally:
+        await _close(ready)
+
+
+async def one_commit(image: str, size: str, n: int, cpu: Callable[[], float]) -> dict[str, float]:
+    parent = await _parent(image, size)
+    api = docker_client().api
+    children: list = []
+    committed = ""
+    try:
+        cpu0, t = cpu(), time.perf_counter()
+        committed = (await asyncio.to_thread(api.commit, parent.container.id, repository="envfarm-bench/fork"))["Id"]
+        spec = dataclasses.replace(parent.spec, image=committed)
+        children = list(await asyncio.gather(*(DockerSandbox.create(spec, run="bench") for _ in range(n))))
+        return {"s": time.perf_counter() - t, "cpu_s": cpu() - cpu0}
+    finally:
+        await _close([parent, *children])
+        if committed:
+            await asyncio.to_thread(api.remove_image, committed, force=True)
+
+
+async def bench_fork(image: str, rounds: int, cpu: Callable[[], float], n: int = 8) -> dict[str, float]:
+    runs: dict[str, list[dict[str, float]]] = {}
+    for _ in range(rounds):  # interleaved, so that machine noise hits every mechanism alike
+        for size in ("small", "100mb"):
+            runs.setdefault(f"fork_{size}", []).append(await one_fork(image, size, n, True, cpu))
+            runs.setdefault(f"cold_{size}", []).append(await one_fork(image, size, n, False, cpu))
+            runs.setdefault(f"commit_{size}", []).append(await one_commit(image, size, n, cpu))
+        runs.setdefault("replay_small", []).append(await one_replay(image, "small", n, cpu))
+
+    def med(key: str, field: str) -> float:
+        return statistics.median(r[field] for r in runs[key])
+
+    ms = 1000.0
+    return {
+        f"fork{n}_small_s": med("fork_small", "s"),  # warm children, parent changed ~2.5 MB
+        f"fork{n}_100mb_s": med("fork_100mb", "s"),
+        f"fork{n}_small_cold_s": med("cold_small", "s"),  # children created inside the fork
+        f"fork{n}_100mb_cold_s": med("cold_100mb", "s"),
+        # the machine's CPU of a fork, the children's creation included (small changes)
+        "fork_machine_cpu_ms": med("fork_small", "cpu_s") * ms,
+        "fork_100mb_machine_cpu_ms": med("fork_100mb", "cpu_s") * ms,
+        "fork_transfer_machine_cpu_ms": med("fork_small", "transfer_cpu_s") * ms,  # without the creation
+        f"commit{n}_small_s": med("commit_small", "s"),  # docker commit + n children from the image
+        f"commit{n}_100mb_s": med("commit_100mb", "s"),
+        f"replay{n}_small_s": med("replay_small", "s"),
+        # warm sandboxes both ways: the parent's state by replaying its commands vs by forking
+        "fork_vs_replay_ratio": med("replay_small", "s") / med("fork_small", "s"),
+        "fork_vs_replay_cpu_ratio": med("replay_small", "transfer_cpu_s") / med("fork_small", "transfer_cpu_s"),
+        "fork_rounds": float(rounds),
+    }
