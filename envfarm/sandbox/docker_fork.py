@@ -66,40 +66,60 @@ class Changes:
     source: str = "upperdir"  # or "engine": `docker diff`
 
 
-def upper_changes(upper: str) -> Changes | None:
+def upper_changes(upper: str, limit: int = 2_000_000) -> Changes | None:
     """The changes recorded in an overlay upper directory, or None where it cannot be read
-    completely (not root, another engine's data root) or records a renamed directory (a
-    `redirect`: its content lives below and the names alone would not carry it)."""
+    completely (not root, another engine's data root, more than `limit` entries) or records a
+    renamed directory (a `redirect`: its content lives below and the names alone would not
+    carry it). Folders are opened by descriptor, never by a path a link could redirect: the
+    agent may swap a folder for a link while this walks, and this process is root here."""
     out = Changes()
-    pending = [""]
+    pending: list[list[str]] = [[]]
     try:
         while pending:
-            rel = pending.pop()
-            with os.scandir(upper + rel) as it:
-                for entry in sorted(it, key=lambda e: e.name):
-                    path = f"{rel}/{entry.name}"
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                        out.delete.append(path)  # a whiteout
-                        continue
-                    if stat.S_ISDIR(st.st_mode):
-                        if _xattr(entry.path, "trusted.overlay.redirect") is not None:
+            parts = pending.pop()
+            fd = _open_dir(upper, parts)
+            try:
+                if parts and _xattr(fd, "trusted.overlay.redirect") is not None:
+                    return None
+                if parts and _xattr(fd, "trusted.overlay.opaque") == b"y":
+                    out.delete.append("/" + "/".join(parts))  # emptied below, then refilled: start it afresh
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        path = "/" + "/".join([*parts, entry.name])
+                        st = entry.stat(follow_symlinks=False)
+                        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                            out.delete.append(path)  # a whiteout
+                            continue
+                        out.copy.append(path)
+                        if stat.S_ISDIR(st.st_mode):
+                            pending.append([*parts, entry.name])
+                        if len(out.copy) + len(out.delete) > limit:
                             return None
-                        if _xattr(entry.path, "trusted.overlay.opaque") == b"y":
-                            out.delete.append(path)  # the folder was emptied below: start it afresh
-                        out.copy.append(path)
-                        pending.append(path)
-                    else:
-                        out.copy.append(path)
-    except (PermissionError, FileNotFoundError):
+            finally:
+                os.close(fd)
+    except OSError:
         return None
     out.copy.sort()
+    out.delete.sort()
     return out
 
 
-def _xattr(path: str, name: str) -> bytes | None:
+def _open_dir(top: str, parts: list[str]) -> int:
+    """A descriptor of top/parts..., every step opened without following a link."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(top, flags)
+    for name in parts:
+        try:
+            sub = os.open(name, flags, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = sub
+    return fd
+
+
+def _xattr(fd: int, name: str) -> bytes | None:
     try:
-        return os.getxattr(path, name, follow_symlinks=False)
+        return os.getxattr(fd, name)
     except OSError:
         return None
 
