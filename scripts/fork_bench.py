@@ -5,8 +5,9 @@ The parent plays an agent's first turns on the inflection repository (PREFIX: re
 tests, edit, run them again), then writes the size's extra bytes. Children come warm (created
 before the fork, as a warm pool holds them) unless the figure says cold; the machine's CPU of
 a fork counts their creation. The replay baseline gives 8 warm fresh sandboxes the same PREFIX
-and extra bytes; `docker commit` makes an image of the parent's writable layer and starts 8
-children from it (the mechanism not chosen; shell state not carried).
+and extra bytes (once: it runs the tests 16 times); `docker commit` makes an image of the
+parent's writable layer and starts 8 children from it (the mechanism not chosen; shell state
+not carried). Forking leaves the parent as it was, so each size's parent is forked every way.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ async def _close(sandboxes) -> None:
     await asyncio.gather(*(s.close() for s in sandboxes), return_exceptions=True)
 
 
-async def one_fork(image: str, size: str, n: int, warm: bool, cpu: Callable[[], float]) -> dict[str, float]:
-    parent = await _parent(image, size)
+async def one_fork(parent: DockerSandbox, image: str, n: int, warm: bool,
+                   cpu: Callable[[], float]) -> dict[str, float]:
     children: list = []
     try:
         cpu0 = cpu()
@@ -69,7 +70,7 @@ async def one_fork(image: str, size: str, n: int, warm: bool, cpu: Callable[[], 
         assert res.output.split() == ["5", "/testbed/inflection"], res.output
         return {"s": seconds, "cpu_s": cpu2 - cpu0, "transfer_cpu_s": cpu2 - cpu1}
     finally:
-        await _close([parent, *children])
+        await _close(children)
 
 
 async def one_replay(image: str, size: str, n: int, cpu: Callable[[], float]) -> dict[str, float]:
@@ -87,8 +88,7 @@ async def one_replay(image: str, size: str, n: int, cpu: Callable[[], float]) ->
         await _close(ready)
 
 
-async def one_commit(image: str, size: str, n: int, cpu: Callable[[], float]) -> dict[str, float]:
-    parent = await _parent(image, size)
+async def one_commit(parent: DockerSandbox, n: int, cpu: Callable[[], float]) -> dict[str, float]:
     api = docker_client().api
     children: list = []
     committed = ""
@@ -99,19 +99,24 @@ async def one_commit(image: str, size: str, n: int, cpu: Callable[[], float]) ->
         children = list(await asyncio.gather(*(DockerSandbox.create(spec, run="bench") for _ in range(n))))
         return {"s": time.perf_counter() - t, "cpu_s": cpu() - cpu0}
     finally:
-        await _close([parent, *children])
+        await _close(children)
         if committed:
             await asyncio.to_thread(api.remove_image, committed, force=True)
 
 
 async def bench_fork(image: str, rounds: int, cpu: Callable[[], float], n: int = 8) -> dict[str, float]:
     runs: dict[str, list[dict[str, float]]] = {}
-    for _ in range(rounds):  # interleaved, so that machine noise hits every mechanism alike
-        for size in ("small", "100mb"):
-            runs.setdefault(f"fork_{size}", []).append(await one_fork(image, size, n, True, cpu))
-            runs.setdefault(f"cold_{size}", []).append(await one_fork(image, size, n, False, cpu))
-            runs.setdefault(f"commit_{size}", []).append(await one_commit(image, size, n, cpu))
-        runs.setdefault("replay_small", []).append(await one_replay(image, "small", n, cpu))
+    for size in ("small", "100mb"):  # one parent per size, forked `rounds` times each way, interleaved
+        parent = await _parent(image, size)
+        try:
+            for _ in range(rounds):
+                runs.setdefault(f"fork_{size}", []).append(await one_fork(parent, image, n, True, cpu))
+                runs.setdefault(f"cold_{size}", []).append(await one_fork(parent, image, n, False, cpu))
+                runs.setdefault(f"commit_{size}", []).append(await one_commit(parent, n, cpu))
+        finally:
+            await parent.close()
+    # the replay baseline runs the tests 2 x n times: once
+    runs["replay_small"] = [await one_replay(image, "small", n, cpu)]
 
     def med(key: str, field: str) -> float:
         return statistics.median(r[field] for r in runs[key])

@@ -1,19 +1,23 @@
 """Forking a Docker sandbox: n children that hold the parent's files and shell state.
 
-Why this mechanism (measured in docs/BENCHMARKS.md): `docker commit` of the writable layer costs
-about a second at 100 MB and its children must then be started from the new image, one cold
-create each; CRIU needs an engine in experimental mode and its kernel check fails on these
-machines. Here children are ordinary sandboxes (from the caller's factory, so a warm pool's
-ready ones serve) and only what the parent changed travels into them:
+Why this mechanism (measured side by side in docs/BENCHMARKS.md): `docker commit` shares a large
+change between the children instead of copying it into each, but its children must be started
+cold from the new image (no warm pool) and the image tracked until the last child is gone; for
+the common case, a parent that edited a few MB, streaming into warm children is faster. CRIU
+needs an engine in experimental mode, and `criu check` fails on these machines' kernel. Here
+children are ordinary sandboxes (from the caller's factory, so a warm pool's ready ones serve)
+and only what the parent changed travels into them:
 
 1. the changed paths come from the parent's overlay upper directory, walked on this machine
    (it only lists names: no byte is read there, no link followed); where that directory cannot
    be read, or the kernel records renamed directories in it, the engine's `docker diff` says;
 2. one archive of those paths is made *inside the parent*, by `tar` running as the sandbox's
    user: it can hold nothing that user cannot read;
-3. in each child, as the sandbox's user again, the paths the parent deleted are removed and the
-   archive is unpacked by `tar` (a fresh process of the child's own pristine image): it can put
-   nothing where that user could not write, and nothing runs as root. The agent could have
+3. each child gets that archive and the list of deleted paths as two plain files in a folder of
+   its user's home (one call of the engine's archive API: a folder and two files of ours, never
+   the parent's archive unpacked by root); its own session, as the sandbox's user again, removes
+   the deleted paths and unpacks the archive with the child's pristine `tar`, then the folder:
+   nothing lands where that user could not write and nothing runs as root. The agent could have
    done each step itself with the same tools;
 4. the shell state (exported variables, umask, working directory) is replayed in each child's
    session, which is what the agent's own commands would do.
@@ -26,8 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import os
+import secrets
 import stat
+import tarfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -180,17 +188,49 @@ def restore_script(exports: str, umask: str, cwd: str) -> str:
 
 
 async def receive(child: DockerSandbox, changes: Changes, archive: bytes, restore: str) -> None:
-    """Give a fresh child the parent's changes and shell state, all as the child's user."""
-    if changes.delete:
-        names = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in changes.delete)
-        await _run(child, ["xargs", "-0", "-r", "rm", "-rf", "--"], names, 1 << 16,
-                   "fork: removing the paths the parent deleted")
-    if archive:
-        await _run(child, ["tar", "-x", "-f", "-", "-C", "/", "-p", "--no-same-owner", "--no-overwrite-dir",
-                           "--warning=no-timestamp"], archive, 1 << 16, "fork: unpacking the parent's changes")
+    """Give a fresh child the parent's changes and shell state, all as the child's user.
+
+    The archive and the list of deleted paths arrive as two files in a folder of their own in
+    the user's home (the engine's archive API, one call: files of ours, never the parent's
+    archive unpacked by root); the child's own session then removes the deleted paths, unpacks
+    the archive with the image's `tar` as the sandbox's user, removes the folder and takes the
+    shell state. No process is started per child besides those of its session."""
+    home = await child.exec('[ -d "$HOME" ] && [ -w "$HOME" ] && builtin printf %s "$HOME"', timeout=30)
+    folder = home.output
+    if home.exit_code != 0 or not folder.startswith("/") or "\n" in folder:
+        raise SandboxError(f"fork into sandbox {child.id}: its user has no writable home to receive the parent's "
+                           f"changes in: {home.output[-200:]}")
+    name = f".envfarm-fork-{secrets.token_hex(8)}"
+    deleted = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in changes.delete)
+    await _put_files(child, folder, name, {"changes.tar": archive, "deleted": deleted})
+    inbox = _q(f"{folder.rstrip('/')}/{name}")
+    res = await child.exec(
+        f"if xargs -0 -r rm -rf -- < {inbox}/deleted && tar -x -f {inbox}/changes.tar -C / -p --no-same-owner "
+        f"--no-overwrite-dir --warning=no-timestamp; then rm -rf {inbox}; else rm -rf {inbox}; false; fi", timeout=600)
+    if res.exit_code != 0:
+        raise SandboxError(f"fork into sandbox {child.id}: unpacking the parent's changes failed: {res.output[-300:]}")
     res = await child.exec(restore, timeout=30)
     if res.exit_code != 0:
         raise SandboxError(f"fork into sandbox {child.id}: the parent's shell state did not apply: {res.output[-300:]}")
+
+
+async def _put_files(sandbox: DockerSandbox, parent: str, folder: str, files: dict[str, bytes]) -> None:
+    """A new folder in `parent` holding `files`, through the engine's archive API (which writes as
+    root): the folder writable by all, the files readable by all, so that the sandbox's user can
+    read and then remove them."""
+    from envfarm.sandbox.docker_backend import _in_thread
+
+    buf = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        top = tarfile.TarInfo(folder)
+        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o777, now
+        tar.addfile(top)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{folder}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o644, now
+            tar.addfile(info, io.BytesIO(data))
+    await _in_thread(sandbox._api.put_archive, sandbox.container.id, parent, buf.getvalue())
 
 
 async def fork(parent: DockerSandbox, n: int, factory: SandboxFactory | None = None) -> list[Any]:

@@ -31,11 +31,12 @@ CHECK = (
     "cat /testbed/new.txt; tail -1 /testbed/README.rst; test -e /testbed/setup.py || echo no-setup; "
     "test -d /testbed/empty && echo empty-dir; /testbed/deep/er/tool.sh; readlink /testbed/link; "
     "cat /tmp/scratch/f ~/.agent_note; ls /testbed/inflection; sha256sum -c --quiet /tmp/blob.sum && echo blob-ok; "
-    "stat -c %U /testbed/new.txt; id -un; test \"$HOSTNAME\" = \"$(hostname)\" && echo own-hostname"
+    "stat -c %U /testbed/new.txt; id -un; test \"$HOSTNAME\" = \"$(hostname)\" && echo own-hostname; "
+    "ls -A ~ | grep -c envfarm-fork"
 )
 
 EXPECTED = ["/testbed/deep", "hello world", "a|b", "unset", "0027", "new", "more", "no-setup", "empty-dir", "ran",
-            "/etc/passwd", "t", "h", "only.txt", "blob-ok", "agent", "agent", "own-hostname"]
+            "/etc/passwd", "t", "h", "only.txt", "blob-ok", "agent", "agent", "own-hostname", "0"]
 
 
 def run(coro):
@@ -127,8 +128,9 @@ def test_an_archive_cannot_put_files_where_the_agent_could_not_write(inflection_
             with pytest.raises(SandboxError, match="unpacking"):
                 await receive(child, Changes(copy=["/testbed/ok.txt"]), evil, "true")
             res = await child.exec("ls /etc/cron.d/evil /usr/lib/python3/dist-packages/evil.pth 2>&1; "
-                                   "stat -c %U /testbed/ok.txt")
-            assert res.output.count("No such file") == 2 and res.output.split()[-1] == "agent"  # never root's
+                                   "stat -c %U /testbed/ok.txt; ls -A ~ | grep -c envfarm-fork")
+            assert res.output.count("No such file") == 2  # nothing where the agent could not write
+            assert res.output.split()[-2:] == ["agent", "0"]  # never root's; the inbox is gone
         finally:
             await child.close()
 
