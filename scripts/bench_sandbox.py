@@ -156,7 +156,7 @@ def main() -> None:
     figures = {} if args.fork_only else asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
     if args.forks > 0:
         image = build_repo(load_projects()["inflection"])
-        figures.update(asyncio.run(bench_fork(image, args.forks, machine_cpu_s)))
+        figures.update(asyncio.run(bench_fork(image, args.forks)))
     report(figures, args.json)
 
 

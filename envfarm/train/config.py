@@ -45,3 +45,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.env_config = EnvConfig.coerce(self.env_config)
+        if self.branch_at is not None:
+            from envfarm.rollout.branching import branch_turn
+
+            branch_turn(self.branch_at, self.env_config.max_turns)  # a bad value fails here, not per group

@@ -117,3 +117,11 @@ def test_branch_turn(branch_at, max_turns, turn):
 def test_bad_branch_points_are_refused(bad):
     with pytest.raises(ValueError, match="branch_at"):
         branch_turn(bad, 10)
+
+
+def test_a_training_config_refuses_a_bad_branch_point_at_once():
+    from envfarm.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="branch_at"):
+        TrainConfig(branch_at=0)
+    assert TrainConfig(branch_at=0.5).branch_at == 0.5
