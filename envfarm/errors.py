@@ -73,6 +73,11 @@ class SandboxError(EnvfarmError, RuntimeError):
     """The sandbox itself failed (container gone, engine unreachable): an infrastructure fault."""
 
 
+class ForkUnsupportedError(SandboxError, NotImplementedError):
+    """This backend's sandboxes cannot be forked (`Sandbox.fork`); the message names the backend.
+    Callers that can do without (a branched episode) run independent episodes instead."""
+
+
 class SandboxBrokenError(SandboxError):
     """The sandbox stopped working while the engine and the farm were fine: its container exited
     (killed, out of memory) or runs but can no longer start a process (pids, memory exhausted).

@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--demos-per-group", type=int, default=0,
                        help="episodes per group played from the gold patch and scored by the model (cold start; "
                             "default: 0)")
+    train.add_argument("--branch-at", type=float, default=None,
+                       help="groups share a prefix: one episode to this turn (>= 1) or fraction of --max-turns "
+                            "(< 1), then forked into --num-generations branches; Docker backend, local farm "
+                            "runner, synchronous rollouts (default: off)")
     train.add_argument("--farm-runner", choices=["local", "ray"], default="local",
                        help="local: episodes in the trainer's process; ray: on the Ray farm (needs --vllm-server)")
     train.add_argument("--async-rollouts", action="store_true",

@@ -5,9 +5,12 @@
 (b) sandbox create and close, and the machine's CPU they cost;
 (c) grading one fixture task with its gold patch (fresh sandbox, bug commit, patch, tests);
 (d) how long a sandbox whose owner is gone takes to remove itself (grace period 1 s here): its
-    owner's lease connection is closed as a dying process's would be, nothing else is done.
+    owner's lease connection is closed as a dying process's would be, nothing else is done;
+(e) Sandbox.fork into 8 children vs replaying the parent's commands vs `docker commit`
+    (scripts/fork_bench.py; `--forks` rounds, `--fork-only` for these figures alone).
 
-    python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--json]
+    python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--forks 3] [--json]
+    python scripts/bench_sandbox.py --fork-only [--forks 3] [--json]
     python scripts/bench_sandbox.py --density [--density-cap 600] [--json]
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 import docker.errors
 import sandbox_density
 from benchlib import pct, phase_medians, report
+from fork_bench import bench_fork
 
 from envfarm.env.patch import extract_patch
 from envfarm.sandbox import owner_lease
@@ -141,12 +145,18 @@ def main() -> None:
                     help="only the density run: live sandboxes added until one answers slower than 1 s "
                          "or memory runs low (see scripts/sandbox_density.py)")
     ap.add_argument("--density-cap", type=int, default=600, help="most sandboxes the density run adds")
+    ap.add_argument("--forks", type=int, default=1, help="rounds of the fork figures (0: none)")
+    ap.add_argument("--fork-only", action="store_true", help="only the fork figures")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     if args.density:
         figures = asyncio.run(sandbox_density.measure(cap=args.density_cap))
-    else:
-        figures = asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
+        report(figures, args.json)
+        return
+    figures = {} if args.fork_only else asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
+    if args.forks > 0:
+        image = build_repo(load_projects()["inflection"])
+        figures.update(asyncio.run(bench_fork(image, args.forks)))
     report(figures, args.json)
 
 

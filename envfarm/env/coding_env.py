@@ -169,6 +169,28 @@ class CodingEnv(gymnasium.Env):
     async def aclose(self) -> None:
         await self._release()
 
+    async def afork(self, n: int) -> list[CodingEnv]:
+        """n envs that go on from this episode's current state, each in a fork of its sandbox
+        (files and shell state, see Sandbox.fork) made by this env's sandbox factory. Each is a
+        full episode of its own: same task, turn count, time budget and limits, graded on its
+        own at its end (its diff alone goes to a fresh grading sandbox). Between steps only."""
+        if self._done or self.task is None or self._sandbox is None:
+            raise RuntimeError("only a running episode can be forked: call reset() first")
+        children = await self._sandbox.fork(n, self.sandbox_factory)
+        envs = []
+        for sandbox in children:
+            env = CodingEnv(tasks=[self.task], config=self.config, sandbox_factory=self.sandbox_factory,
+                            grader=self.grader, render_mode=self.render_mode)
+            env._sandbox, env._sandbox_loop = sandbox, asyncio.get_running_loop()
+            env._runner = ToolRunner(sandbox, self.config.command_timeout_s, self.config.max_observation_chars,
+                                     self.config.workdir)
+            env.task, env._base_commit, env._turn, env._started = self.task, self._base_commit, self._turn, \
+                self._started
+            env._done, env._first_action_at = False, self._first_action_at
+            env._last_observation = self._last_observation
+            envs.append(env)
+        return envs
+
     def time_left(self) -> float:
         return self.config.episode_timeout_s - (time.monotonic() - self._started)
 

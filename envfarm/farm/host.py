@@ -184,46 +184,57 @@ class EnvHostImpl:
         `task_row` is the task's row the first time this host sees the task and its instance id
         after that: a row can hold thousands of test names, and is parsed and shipped once.
         """
-        from envfarm.farm.host_episode import run_farm_episode
+        return (await self.run_group(task_row, [slot]))[0]
+
+    async def run_group(self, task_row: dict[str, Any] | str, slots: list[EpisodeSlot],
+                        branch_at: float | None = None) -> list[Trajectory]:
+        """One episode per slot, as `run_episode`; with `branch_at`, as one branched group (a
+        shared prefix forked at that turn, see envfarm.rollout.branching), one record per slot."""
+        from envfarm.farm.host_episode import run_farm_episode, run_farm_group
         from envfarm.tasks.schema import Task
 
         if isinstance(task_row, str):
             task = self._tasks.get(task_row)
             if task is None:  # this host restarted and lost its cache: the driver resends the row
-                return Trajectory.failure(instance_id=task_row, kind=ErrorKind.TASK_UNKNOWN, run=self.config.run,
-                                          error="this host does not know the task yet", **slot.record_fields())
+                return [Trajectory.failure(instance_id=task_row, kind=ErrorKind.TASK_UNKNOWN, run=self.config.run,
+                                           error="this host does not know the task yet", **slot.record_fields())
+                        for slot in slots]
         else:
-            task = self._tasks[task_row["instance_id"]] = Task.parse(task_row, where=f"episode {slot.episode_id}")
+            task = self._tasks[task_row["instance_id"]] = Task.parse(task_row, where=f"episode {slots[0].episode_id}")
         pool = self._ensure_started()
-        self.running += 1
+        self.running += len(slots)
         started = time.time()
 
-        def failure(kind: ErrorKind, error: str) -> Trajectory:
-            return Trajectory.failure(instance_id=task.instance_id, repo=task.repo, run=self.config.run, kind=kind,
-                                      error=error, end_reason=EndReason.SETUP_ERROR, **slot.record_fields())
+        def failure(kind: ErrorKind, error: str) -> list[Trajectory]:
+            return [Trajectory.failure(instance_id=task.instance_id, repo=task.repo, run=self.config.run, kind=kind,
+                                       error=error, end_reason=EndReason.SETUP_ERROR, **slot.record_fields())
+                    for slot in slots]
 
+        common = dict(pool=pool, policy=self._policy_for(), grader=self._grader_for(),
+                      env_config=self.config.env_config, task_image=self.task_image, on_running=self._count_running)
         try:
-            record = await run_farm_episode(
-                task, slot=slot, pool=pool, policy=self._policy_for(), grader=self._grader_for(),
-                env_config=self.config.env_config, task_image=self.task_image, on_running=self._count_running,
-            )
+            if branch_at is None:
+                records = list(await asyncio.gather(*(run_farm_episode(task, slot=slot, **common) for slot in slots)))
+            else:
+                records = await run_farm_group(task, slots=slots, branch_at=branch_at, **common)
         except ImageMissingError as exc:
-            record = failure(ErrorKind.IMAGE_MISSING, str(exc))
+            records = failure(ErrorKind.IMAGE_MISSING, str(exc))
         except (SandboxError, OSError) as exc:
-            record = failure(ErrorKind.INFRASTRUCTURE, str(exc))
+            records = failure(ErrorKind.INFRASTRUCTURE, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug in one episode must not take the host down
-            record = failure(ErrorKind.INFRASTRUCTURE,
-                             f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            records = failure(ErrorKind.INFRASTRUCTURE,
+                              f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         finally:
-            self.running -= 1
-        record.farm.host, record.farm.node = self.config.host_id, self.node
-        record.farm.host_seconds = time.time() - started
-        failed = record.error_kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING)
-        self.episodes_failed += failed
-        self.episodes_done += not failed
-        if self._metrics is not None:
-            self._metrics.episode(record, pool.stats())
-        return record
+            self.running -= len(slots)
+        for record in records:
+            record.farm.host, record.farm.node = self.config.host_id, self.node
+            record.farm.host_seconds = time.time() - started
+            failed = record.error_kind in (ErrorKind.INFRASTRUCTURE, ErrorKind.IMAGE_MISSING)
+            self.episodes_failed += failed
+            self.episodes_done += not failed
+            if self._metrics is not None:
+                self._metrics.episode(record, pool.stats())
+        return records
 
     def _count_running(self, delta: int) -> None:
         self.envs_running += delta

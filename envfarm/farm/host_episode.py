@@ -11,6 +11,7 @@ from envfarm.env import CodingEnv, EnvConfig
 from envfarm.farm.pool import WarmPool
 from envfarm.farm.pooled import pool_factory
 from envfarm.policy.base import Policy
+from envfarm.rollout.branching import run_branched_group
 from envfarm.rollout.episode import run_episode
 from envfarm.rollout.trajectory import Trajectory
 from envfarm.sandbox.base import Sandbox, SandboxSpec
@@ -58,3 +59,21 @@ async def run_farm_episode(task: Task, *, slot: EpisodeSlot,
         await env.aclose()
         if running:
             on_running(-1)
+
+
+async def run_farm_group(task: Task, *, slots: list[EpisodeSlot], branch_at: float,
+                         pool: WarmPool, policy: Policy, grader: Callable[..., Awaitable[Any]],
+                         env_config: EnvConfig, task_image: Callable[[Task], Awaitable[Task]],
+                         on_running: Callable[[int], None] = lambda delta: None) -> list[Trajectory]:
+    """One branched group (envfarm.rollout.branching) on pooled sandboxes: every branch's
+    sandbox, the fork's children included, comes from the warm pool as any episode's does."""
+    task = await task_image(task)
+    factory = pool_factory(pool)
+    on_running(len(slots))
+    try:
+        return await run_branched_group(
+            lambda: CodingEnv(tasks=[task], config=env_config, sandbox_factory=factory, grader=grader),
+            policy, task, branches=len(slots), branch_at=branch_at, run=env_config.run,
+            members=[slot.record_fields() for slot in slots])
+    finally:
+        on_running(-len(slots))

@@ -36,6 +36,9 @@ class PooledSandbox:
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         await self._inner.write_file(path, data, mode)
 
+    async def fork(self, n: int, factory: SandboxFactory | None = None) -> list[Sandbox]:
+        return await self._inner.fork(n, factory)
+
     async def close(self) -> None:
         if not self._released:
             self._released = True

@@ -8,6 +8,10 @@ turn (env_mask 0: the tool outputs as the chat template renders them, plus an en
 the policy closed a length-cut turn with). Ids come from the episode's per-turn record, never
 from re-tokenised text. `check_row` verifies segment by segment that the row is exactly the
 generated ids plus the tool tokens, re-deriving the tool tokens from the recorded messages.
+
+Branched groups (envfarm.rollout.branching): the turns a branch shares with the group's first
+branch keep their ids (the model's context is the same) but get env_mask 0 in every branch
+but the first, so the shared prefix counts once in the loss, never once per branch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from envfarm.rollout.trajectory import Trajectory, Turn
 class Segment:
     start: int
     ids: list[int]
-    generated: bool  # env_mask 1
+    generated: bool  # the model's tokens (env_mask 1, but 0 in a shared prefix of a later branch)
 
 
 @dataclass
@@ -65,10 +69,11 @@ def build_row(trajectory: Trajectory, max_completion_length: int | None = None, 
     if any(t.prefix_consistent is False for t in turns):
         raise TokenMismatch(f"{trajectory.episode_id}: a turn's prompt did not extend the previous context")
     row = Row(prompt_ids=list(turns[0].context_ids or []), completion_ids=[], env_mask=[], logprobs=[])
+    shared = trajectory.shared_prefix_turns  # another branch of the group trains on these turns
     for i, turn in enumerate(turns):
         if i:
             _append(row, list(turn.context_ids or []), generated=False, logprobs=None)
-        _append(row, list(turn.completion_ids or []), generated=True, logprobs=turn.logprobs)
+        _append(row, list(turn.completion_ids or []), generated=True, logprobs=turn.logprobs, in_loss=i >= shared)
     if max_completion_length is not None and len(row.completion_ids) > max_completion_length:
         row.truncated_tokens = len(row.completion_ids) - max_completion_length
         for name in ("completion_ids", "env_mask", "logprobs"):
@@ -78,10 +83,10 @@ def build_row(trajectory: Trajectory, max_completion_length: int | None = None, 
     return row
 
 
-def _append(row: Row, ids: list[int], generated: bool, logprobs: list[float] | None) -> None:
+def _append(row: Row, ids: list[int], generated: bool, logprobs: list[float] | None, in_loss: bool = True) -> None:
     row.segments.append(Segment(len(row.completion_ids), ids, generated))
     row.completion_ids += ids
-    row.env_mask += [int(generated)] * len(ids)
+    row.env_mask += [int(generated and in_loss)] * len(ids)
     if generated and logprobs is not None and len(logprobs) == len(ids):
         row.logprobs += [float(x) for x in logprobs]
     else:
@@ -121,15 +126,19 @@ def check_row(trajectory: Trajectory, row: Row, encoder: Any | None = None,
                     raise TokenMismatch(f"turn {t}: the context segment is not the tool output's tokens")
             _check_segment(row, k, expected, 0, f"turn {t} tool output")
             k += 1
-        _check_segment(row, k, list(turn.completion_ids or []), 1, f"turn {t} generation")
+        _check_segment(row, k, list(turn.completion_ids or []), 1, f"turn {t} generation",
+                       mask=int(t >= trajectory.shared_prefix_turns))
         k += 1
     if k != len(row.segments):
         raise TokenMismatch("the row has segments no turn accounts for")
 
 
-def _check_segment(row: Row, k: int, expected: list[int], mask: int, what: str) -> None:
+def _check_segment(row: Row, k: int, expected: list[int], generated: int, what: str, mask: int | None = None) -> None:
+    """`generated`: the segment is the model's; `mask`: its env_mask (as `generated` unless given:
+    a shared prefix's generated turns are 0 in every branch but the first)."""
+    mask = generated if mask is None else mask
     seg = row.segments[k]
-    if seg.ids != expected or seg.generated != bool(mask):
+    if seg.ids != expected or seg.generated != bool(generated):
         raise TokenMismatch(f"{what}: the row's segment differs from the episode's tokens")
     end = min(seg.start + len(seg.ids), len(row.completion_ids))
     if row.completion_ids[seg.start:end] != seg.ids[: end - seg.start]:

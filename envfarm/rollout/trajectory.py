@@ -99,6 +99,12 @@ class Trajectory(BaseModel):
     attempt: int = 0
     retries: int = 0
     farm: FarmInfo = Field(default_factory=FarmInfo)
+    # a branched group (envfarm.rollout.branching): every branch carries the first `prefix_turns`
+    # turns of one episode, played once and forked; `branch_of` names that episode (branch 0's id),
+    # `branch` is this record's place. Only branch 0 trains on the shared prefix's tokens.
+    branch_of: str = ""
+    prefix_turns: int = 0
+    branch: int = 0
     # what in the agent's commands or patch tripped a tampering check (see exploit_attempt)
     exploit_signals: list[str] = Field(default_factory=list)
 
@@ -125,6 +131,11 @@ class Trajectory(BaseModel):
     def retryable(self) -> bool:
         """The farm failed on its own: worth running again on another host."""
         return self.error_kind is not None and self.error_kind.retryable
+
+    @property
+    def shared_prefix_turns(self) -> int:
+        """Turns at the start of this record whose tokens another branch trains on (not this one)."""
+        return self.prefix_turns if self.branch_of and self.branch > 0 else 0
 
     @property
     def num_turns(self) -> int:

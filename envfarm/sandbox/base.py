@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
-from envfarm.errors import ImageMissingError, SandboxBrokenError, SandboxError
+from envfarm.errors import ForkUnsupportedError, ImageMissingError, SandboxBrokenError, SandboxError
 
-__all__ = ["ExecResult", "HostResult", "ImageMissingError", "LIMITS", "Sandbox", "SandboxBrokenError", "SandboxError",
-           "SandboxSpec", "parse_size"]
+__all__ = ["ExecResult", "ForkUnsupportedError", "HostResult", "ImageMissingError", "LIMITS", "Sandbox",
+           "SandboxBrokenError", "SandboxError", "SandboxSpec", "parse_size"]
 
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
 
@@ -157,6 +157,16 @@ class Sandbox(Protocol):
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def fork(self, n: int, factory: SandboxFactory | None = None) -> list[Sandbox]:
+        """n independent sandboxes holding this one's state at this moment: its files (the
+        repository and whatever else was changed where its user may write) and its shell state
+        (working directory, exported variables, umask), not its running processes. Children are
+        made as any sandbox (by `factory`, e.g. a warm pool's, else the backend's create with
+        this sandbox's owner and run), never see each other's changes nor need the parent after,
+        and are each closed like any sandbox. Call it between commands. A backend that cannot
+        fork raises ForkUnsupportedError naming itself."""
+        ...
 
 
 # Makes one sandbox: (spec, task id) -> a started Sandbox. What a CodingEnv, grading and a warm

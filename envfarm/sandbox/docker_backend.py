@@ -45,6 +45,7 @@ from envfarm.sandbox.base import (
     SandboxBackend,
     SandboxBrokenError,
     SandboxError,
+    SandboxFactory,
     SandboxSpec,
     parse_size,
 )
@@ -165,6 +166,7 @@ class DockerSandbox:
         # time.monotonic() past which PID 1 removes the sandbox whatever happens (see PID1_SCRIPT)
         self.expires_at = time.monotonic() + owner_lease.max_lifetime_s(spec.max_lifetime_s) - 1.0
         self._api = docker_client().api
+        self.requested_spec = spec  # the spec as the caller gave it (before adapting): a fork's children's
         self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
         self._closed = False
         self._counters = {"oom_kill": 0, "max": 0}
@@ -181,8 +183,10 @@ class DockerSandbox:
                      task: str = "") -> DockerSandbox:
         labels = {LABEL: "1", LABEL_OWNER: owner or default_owner(), LABEL_RUN: run,
                   LABEL_TASK: task, LABEL_CREATED: f"{time.time():.0f}", **spec.labels}
+        requested = spec
         spec, container = await _in_thread(_resolve_and_start, spec, labels)
         sandbox = cls(container, spec)
+        sandbox.requested_spec = requested
         try:
             await sandbox._session.start(spec.workdir)
         except BaseException:
@@ -202,6 +206,16 @@ class DockerSandbox:
             removed = True
         finally:  # not removed (the engine is lost): PID 1 is told to exit over its lease
             owner_lease.drop(self.container.id, release=not removed)
+
+    async def fork(self, n: int, factory: SandboxFactory | None = None) -> list[Sandbox]:
+        """n independent sandboxes holding this one's files and shell state now (see
+        envfarm.sandbox.docker_fork); call it between commands. Each child is made by `factory`
+        (as any sandbox: a warm pool's serves) or the backend's create, and is closed like any."""
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed: it cannot be forked")
+        from envfarm.sandbox.docker_fork import fork
+
+        return await fork(self, n, factory)
 
     async def __aenter__(self) -> DockerSandbox:
         return self
@@ -226,13 +240,20 @@ class DockerSandbox:
         watching = self._disk_limit is not None or self.spec.inodes is not None
         self._inodes_before = None
         self._disk_tripped = False  # a verdict on the previous command is not one on this
-        watchdog = asyncio.get_running_loop().create_task(self._watch_disk()) if watching else None
+        # The watchdog's task starts only once a command has run for disk_check_s: most commands
+        # end well before, and a task started and cancelled per command costs a third of a round trip.
+        watchdog: list[asyncio.Task] = []
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.spec.disk_check_s, lambda: watchdog.append(
+            loop.create_task(self._watch_disk(first_wait=0.0)))) if watching else None
         try:
             result = await self._session.exec(cmd, timeout, output_limit)
-            if watchdog is not None:
-                watchdog.cancel()
-                over = await asyncio.gather(watchdog, return_exceptions=True)
-                if over[0] is True or await self._disk_over(force=False):
+            if timer is not None:
+                timer.cancel()
+                for task in watchdog:
+                    task.cancel()
+                over = await asyncio.gather(*watchdog, return_exceptions=True)
+                if True in over or await self._disk_over(force=False):
                     result.limit = "disk"
                     result.note = _join(result.note, self._disk_note())
             if result.limit is None and (result.timed_out or result.exit_code is None or result.exit_code > 125):
@@ -249,18 +270,22 @@ class DockerSandbox:
         except (OSError, docker.errors.APIError, SandboxError) as exc:
             raise await self.diagnose(exc) from exc
         finally:
-            if watchdog is not None and not watchdog.done():
-                watchdog.cancel()
+            if timer is not None:
+                timer.cancel()
+            for task in watchdog:
+                if not task.done():
+                    task.cancel()
 
     async def host_exec(self, argv: list[str], timeout: float = 60.0, output_limit: int = DEFAULT_OUTPUT_LIMIT,
-                        env: dict[str, str] | None = None) -> HostResult:
+                        env: dict[str, str] | None = None, stdin: bytes | None = None) -> HostResult:
         """A fresh `docker exec` of `argv` (no shell string, never the agent's session) as the
         sandbox's user, under `env -i` with PATH=HOST_PATH, HOME=/ and `env`, killed after
         `timeout`. stdout beyond `output_limit` is not read (the host's memory is shared by every
         sandbox on the node): `truncated` says so. After `timeout` the host stops waiting
         (`timed_out`); bounding the command's own time in the container is the caller's business
         (`timeout` there is a process the command's own `kill` could end). About 50-75 ms: the
-        engine starts a process."""
+        engine starts a process. `stdin`: bytes fed to the command, then end-of-file (a fork's
+        archive, see envfarm.sandbox.docker_fork)."""
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
         clean = {"PATH": HOST_PATH, "HOME": "/", "LC_ALL": "C", **(env or {})}
@@ -268,8 +293,8 @@ class DockerSandbox:
         started = time.perf_counter()
 
         def start() -> tuple[str, socket.socket, bytes]:
-            exec_id = self._api.exec_create(self.container.id, full, stdin=False, stdout=True, stderr=True,
-                                            user=self.spec.user, workdir="/")["Id"]
+            exec_id = self._api.exec_create(self.container.id, full, stdin=stdin is not None, stdout=True,
+                                            stderr=True, user=self.spec.user, workdir="/")["Id"]
             return exec_id, *hijacked_stream(self._api.exec_start(exec_id, socket=True))
 
         out, err = bytearray(), bytearray()
@@ -297,12 +322,24 @@ class DockerSandbox:
                         return False
                     buf += data
 
+            async def feed() -> None:
+                view = memoryview(stdin or b"")
+                for at in range(0, len(view), 1 << 20):
+                    writer.write(view[at:at + (1 << 20)])
+                    await writer.drain()
+                writer.write_eof()
+
+            feeding = asyncio.ensure_future(feed()) if stdin is not None else None
             try:  # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends
                 async with asyncio.timeout(timeout):
                     truncated = await pump()
+                    if feeding is not None and not truncated:
+                        await feeding
             except TimeoutError:
                 timed_out = True
             finally:
+                if feeding is not None and not feeding.done():
+                    feeding.cancel()
                 writer.close()
             code = None
             if not truncated and not timed_out:
@@ -416,10 +453,12 @@ class DockerSandbox:
         return (f"the sandbox's disk use reached {self.disk_used / 1e6:.0f} MB, over its {self.spec.disk} "
                 "limit: the command was killed; delete files to go on")
 
-    async def _watch_disk(self) -> bool:
+    async def _watch_disk(self, first_wait: float | None = None) -> bool:
         """While a command runs: past the disk limit, kill every process but PID 1 and the shell."""
+        wait = self.spec.disk_check_s if first_wait is None else first_wait
         while True:
-            await asyncio.sleep(self.spec.disk_check_s)
+            await asyncio.sleep(wait)
+            wait = self.spec.disk_check_s
             if await self._disk_over():
                 self._disk_tripped = True
                 await self._run_detached(["sh", "-c", KILL_SCRIPT, "kill", str(self._session.shell_pid)])

@@ -54,10 +54,12 @@ from envfarm.sandbox.base import (
     HOST_PATH,
     ExecResult,
     FileTooLargeError,
+    ForkUnsupportedError,
     HostResult,
     Sandbox,
     SandboxBackend,
     SandboxError,
+    SandboxFactory,
     SandboxSpec,
 )
 from envfarm.sandbox.shell_session import ShellSession
@@ -196,6 +198,12 @@ class LocalSandbox:
         for fd in self._lock_fds:
             os.close(fd)
         self._lock_fds = []
+
+    async def fork(self, n: int, factory: SandboxFactory | None = None) -> list[Sandbox]:
+        """Not on this backend: its sandboxes are folders with their own uids and path maps, and
+        a copy of one would need both rewritten; the Docker backend forks."""
+        raise ForkUnsupportedError(f"the local backend cannot fork sandbox {self.id}: use the docker backend "
+                                   "(--backend docker) for branched episodes")
 
     async def __aenter__(self) -> LocalSandbox:
         return self

@@ -178,7 +178,9 @@ class ShellSession:
         buf = _CappedBuffer(limit, keep_tail=len(end) + 4096)
         self._writer.write(f"{len(payload)} {marker}\n".encode() + payload)
         timed_out, note = False, ""
-        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends, and
+        # its task of its own costs two more turns of the event loop on every command
+        try:
             async with asyncio.timeout(timeout):
                 status = await self._collect(buf, end)
         except TimeoutError:

@@ -27,6 +27,7 @@ from envfarm.sandbox.base import (
     Sandbox,
     SandboxBackend,
     SandboxError,
+    SandboxFactory,
     SandboxSpec,
 )
 from envfarm.sandbox.sim_engine import EngineCurve, SimEngine
@@ -121,6 +122,20 @@ class SimSandbox:
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         self._files[path] = data.encode() if isinstance(data, str) else data
+
+    async def fork(self, n: int, factory: SandboxFactory | None = None) -> list[Sandbox]:
+        """n simulated children holding copies of this one's files (each costs a create's time)."""
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed: it cannot be forked")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"fork(n): n must be a positive whole number of children, got {n!r}")
+        make = factory or (lambda spec, _task: SimSandbox.create(spec, self.profile))
+        children = list(await asyncio.gather(*(make(self.spec, "") for _ in range(n))))
+        for child in children:
+            inner = getattr(child, "_inner", child)
+            if isinstance(inner, SimSandbox):
+                inner._files = dict(self._files)
+        return children
 
     async def close(self) -> None:
         if not self._closed:

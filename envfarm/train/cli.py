@@ -28,6 +28,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                               format=args.reward_format),
         max_masked_fraction=args.max_masked_fraction, max_retries=args.max_retries, envs=args.envs,
         demos_per_group=args.demos_per_group, run=args.run or time.strftime("train-%Y%m%d-%H%M%S"),
+        branch_at=args.branch_at,
     )
 
 
@@ -42,7 +43,23 @@ def _check(args: argparse.Namespace) -> str | BackendConfig:
     if args.vllm_server is None and args.farm_runner == "ray":
         raise UserInputError("--farm-runner ray needs --vllm-server: Ray hosts cannot reach the trainer's model")
     _check_async(args)
+    _check_branching(args)
     return backend_from_flags(args.backend, args.allow_unisolated)
+
+
+def _check_branching(args: argparse.Namespace) -> None:
+    if args.branch_at is None:
+        return
+    from envfarm.rollout.branching import branch_turn
+
+    try:
+        branch_turn(args.branch_at, 2)
+    except ValueError as exc:
+        raise UserInputError(f"--branch-at: {exc}") from None
+    for flag, set_ in (("--farm-runner ray", args.farm_runner != "local"), ("--async-rollouts", args.async_rollouts),
+                       ("--demos-per-group", args.demos_per_group > 0)):
+        if set_:
+            raise UserInputError(f"--branch-at runs branched groups on the in-process farm: drop {flag}")
 
 
 def _check_async(args: argparse.Namespace) -> None:

@@ -38,7 +38,14 @@ class TrainConfig:
     max_retries: int = 1  # infrastructure failures are retried this many times before they are masked
     envs: int = 8  # episodes running at once
     demos_per_group: int = 0  # episodes per group played by a guide (gold patch) and scored by the model
+    # groups share a prefix: one episode to this turn (a whole number >= 1, or a fraction of
+    # env_config.max_turns below 1), forked num_generations ways (envfarm.rollout.branching)
+    branch_at: float | None = None
     run: str = "train"
 
     def __post_init__(self) -> None:
         self.env_config = EnvConfig.coerce(self.env_config)
+        if self.branch_at is not None:
+            from envfarm.rollout.branching import branch_turn
+
+            branch_turn(self.branch_at, self.env_config.max_turns)  # a bad value fails here, not per group

@@ -34,8 +34,10 @@ class InProcessRunner:
     def __init__(self, policy: Any, *, envs: int, env_config: EnvConfig, run: str,
                  backend: str | BackendConfig = "docker", max_retries: int = 1,
                  demo_policy: Callable[[Any], Any] | None = None, demos_per_group: int = 0,
-                 warm_fraction: float = 1.0, sim_profile: dict[str, Any] | None = None) -> None:
+                 warm_fraction: float = 1.0, sim_profile: dict[str, Any] | None = None,
+                 branch_at: float | None = None) -> None:
         self.router = PolicyRouter(policy)
+        self.branch_at = branch_at  # groups share a prefix forked at this turn (envfarm.rollout.branching)
         self.max_retries = max_retries
         self.demo_policy = demo_policy
         self.demos_per_group = demos_per_group if demo_policy is not None else 0
@@ -79,7 +81,29 @@ class InProcessRunner:
             record.farm.demo = k >= group_size - self.demos_per_group
             return record
 
+        if self.branch_at is not None:
+            if self.demos_per_group:
+                raise ValueError("branched groups (branch_at) and demonstrations (demos_per_group) do not mix: "
+                                 "a demonstration would share the model's prefix")
+            groups = await asyncio.gather(*(self._group(tasks[g], batch, g // group_size, group_size, slots)
+                                            for g in range(0, len(tasks), group_size)))
+            return [record for group in groups for record in group]
         return list(await asyncio.gather(*(one(i) for i in range(len(tasks)))))
+
+    async def _group(self, task: Task, batch: int, group: int, size: int,
+                     slots: asyncio.Semaphore) -> list[Trajectory]:
+        """One branched group; played again whole while every record is a retryable fault."""
+        row = task.model_dump()
+        for attempt in range(self.max_retries + 1):
+            members = [EpisodeSlot(episode_id=f"b{batch}/g{group}/e{k}", group_id=f"b{batch}/g{group}",
+                                   group_index=group, member=k, attempt=attempt) for k in range(size)]
+            async with slots:  # one slot per group: its branches share one prefix
+                records = await self.host.run_group(row, members, branch_at=self.branch_at)
+            if not all(r.retryable for r in records):
+                break
+        for record in records:
+            record.retries = attempt
+        return records
 
     def stats(self) -> dict[str, Any]:
         return self.host.stats()

@@ -84,6 +84,9 @@ def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConf
         if runner == "ray":
             from envfarm.farm.scheduler import FarmConfig
 
+            if cfg.branch_at is not None:
+                raise ValueError("branched groups (branch_at) run in-process only: use runner='local'")
+
             if not tokenizer_path:
                 raise ValueError("the Ray farm needs the tokenizer as a path its hosts can load")
             farm_cfg = FarmConfig(envs=cfg.envs, backend=backend, policy="vllm-tokens",
@@ -92,13 +95,15 @@ def build_training(model: Any, tokenizer: Any, tasks: list[Task], cfg: TrainConf
             episodes: Any = RayRunner(farm_cfg, address=address)
         else:
             episodes = InProcessRunner(VLLMTokenPolicy(**policy_kwargs), envs=cfg.envs, env_config=env_config,
-                                       run=cfg.run, backend=backend, max_retries=cfg.max_retries)
+                                       run=cfg.run, backend=backend, max_retries=cfg.max_retries,
+                                       branch_at=cfg.branch_at)
         policy_factory = None
         encoder = VLLMTokenPolicy(base_url=vllm_server, tokenizer=tokenizer)
     else:
         episodes = InProcessRunner(None, envs=cfg.envs, env_config=env_config, run=cfg.run, backend=backend,
                                    max_retries=cfg.max_retries, demos_per_group=cfg.demos_per_group,
-                                   demo_policy=GuidedPolicy if cfg.demos_per_group else None)
+                                   demo_policy=GuidedPolicy if cfg.demos_per_group else None,
+                                   branch_at=cfg.branch_at)
 
         def policy_factory(trainer: Any) -> TrainerModelPolicy:
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)

@@ -55,6 +55,15 @@ class FakeSandbox:
         result = await self.exec(" ".join(argv), timeout, output_limit)
         return HostResult(exit_code=result.exit_code, stdout=result.output.encode())
 
+    async def fork(self, n: int, factory=None) -> list[FakeSandbox]:
+        """n children with copies of this one's files and the same handler."""
+        if not self.is_alive():
+            raise SandboxError(f"sandbox {self.id} is gone")
+        children = [FakeSandbox(self.spec, self.handler) for _ in range(n)]
+        for child in children:
+            child.files = dict(self.files)
+        return children
+
     async def read_file(self, path: str) -> bytes:
         if path not in self.files:
             raise SandboxError(f"{path}: no such file")

@@ -53,6 +53,12 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     ([*TRAIN, "--async-rollouts", "--vllm-server", "http://x:8000"], ["--async-rollouts", "--vllm-server"]),
     ([*TRAIN, "--async-rollouts", "--vllm-server", "http://x:8000", "--farm-runner", "ray"], ["--vllm-server"]),
     ([*TRAIN, "--async-rollouts", "--farm-runner", "ray"], ["--farm-runner ray"]),
+    ([*TRAIN, "--branch-at", "0"], ["--branch-at", "fraction"]),
+    ([*TRAIN, "--branch-at", "2.5"], ["--branch-at", "whole"]),
+    ([*TRAIN, "--branch-at", "2", "--async-rollouts"], ["--branch-at", "drop --async-rollouts"]),
+    ([*TRAIN, "--branch-at", "0.5", "--demos-per-group", "1"], ["--branch-at", "drop --demos-per-group"]),
+    ([*TRAIN, "--branch-at", "2", "--vllm-server", "http://x:8000", "--farm-runner", "ray"],
+     ["--branch-at", "drop --farm-runner ray"]),
 ])
 def test_async_flags_that_cannot_hold_are_one_line_errors(capsys, no_model_loading, argv, words):
     err = _error(capsys, argv)

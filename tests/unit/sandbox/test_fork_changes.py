@@ -1,0 +1,42 @@
+"""Reading a fork's changes from an overlay upper directory: names only, links never followed."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from envfarm.sandbox.docker_fork import restore_script, upper_changes
+
+
+def test_changes_are_listed_parents_first_and_links_are_not_walked(tmp_path):
+    upper = tmp_path / "upper"
+    (upper / "testbed" / "sub").mkdir(parents=True)
+    (upper / "testbed" / "a.txt").write_text("a")
+    (upper / "testbed" / "sub" / "b.txt").write_text("b")
+    (upper / "testbed" / "escape").symlink_to("/")  # a folder swapped for a link to the host's root
+    (upper / "tmp").mkdir()
+    whiteout = os.geteuid() == 0  # a whiteout is a character device 0/0: only root can make one here
+    if whiteout:
+        os.mknod(upper / "testbed" / "gone.py", stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    changes = upper_changes(str(upper))
+    assert changes is not None
+    assert changes.copy == ["/testbed", "/testbed/a.txt", "/testbed/escape", "/testbed/sub", "/testbed/sub/b.txt",
+                            "/tmp"]
+    assert changes.delete == (["/testbed/gone.py"] if whiteout else [])
+
+
+def test_an_upper_directory_that_cannot_be_read_gives_none(tmp_path):
+    assert upper_changes(str(tmp_path / "missing")) is None
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert upper_changes(str(tmp_path / "link")) is None  # not even the top is taken through a link
+    (tmp_path / "many").mkdir()
+    for i in range(5):
+        (tmp_path / "many" / str(i)).write_text("")
+    assert upper_changes(str(tmp_path / "many"), limit=3) is None
+
+
+def test_the_restore_script_keeps_the_childs_own_variables():
+    script = restore_script('declare -x FOO="bar"\ndeclare -x HOSTNAME="parent"', "0027", "/testbed/it's")
+    assert script.index("__ef_keep_HOSTNAME=${HOSTNAME-}") < script.index('declare -x HOSTNAME="parent"') \
+        < script.index('export HOSTNAME="$__ef_keep_HOSTNAME"')
+    assert script.endswith("builtin umask 0027\nbuiltin cd -- '/testbed/it'\\''s' 2>/dev/null || true")
