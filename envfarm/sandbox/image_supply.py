@@ -106,10 +106,10 @@ def ensure_image(image: str, registry: str | None = None, tarball: bytes | None 
         tried.append(f"pull {ref}: {why[-200:]}")
     project = _projects_by_image().get(image)
     if project is not None:
-        from envfarm.sandbox.images import build_repo
+        from envfarm.sandbox.images import build_on_demand
 
         try:
-            build_repo(project)
+            build_on_demand(project)
             return "built"
         except Exception as exc:  # noqa: BLE001 - any build failure falls through to the next way
             tried.append(f"build from images/: {exc}")
@@ -138,7 +138,7 @@ def ensure_images(images: Iterable[str], build: bool = True, pull: bool = True) 
 
     Raises ImageMissingError naming every image still missing and how to get each one.
     """
-    from envfarm.sandbox.images import build_repo
+    from envfarm.sandbox.images import build_on_demand
 
     by_image = _projects_by_image()
     got: list[str] = []
@@ -146,7 +146,7 @@ def ensure_images(images: Iterable[str], build: bool = True, pull: bool = True) 
     for image in missing_images(images):
         project = by_image.get(image)
         if project is not None and build:
-            build_repo(project)
+            build_on_demand(project)
             got.append(image)
         elif project is None and pull and pull_image(image, timeout=120) is None:
             got.append(image)

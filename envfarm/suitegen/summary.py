@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import statistics
+import tomllib
 from collections import Counter
 from pathlib import Path
 
-from envfarm.sandbox.images import load_projects
+from envfarm.sandbox.images import images_dir, load_projects
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 from envfarm.tasks.schema import Task
 
@@ -41,13 +42,19 @@ def render(tasks: list[Task], command: str) -> str:
         "",
         "## Tasks per project",
         "",
-        "| project | version | licence | image | tasks |",
-        "|---|---|---|---|---|",
+        "Core projects' images are built up front (bootstrap, CI); the others' the first time a task",
+        "needs them. Test seconds: the suite's CPU time on one core (`scripts/screen_project.py`).",
+        "",
+        "| project | version | licence | domain | image | test s | tasks |",
+        "|---|---|---|---|---|---|---|",
     ]
+    rows = tomllib.loads((images_dir() / "projects.toml").read_text())
     for name in sorted(set(projects) | set(by_project)):
-        p = projects.get(name)
+        p, row = projects.get(name), rows.get(name, {})
+        image = f"`{p.image}`{' (core)' if p.core else ''}" if p else "?"
+        secs = f"{row['test_seconds']:.1f}" if row.get("test_seconds") else "?"
         lines.append(f"| {name} | {p.version if p else '?'} | {p.license if p else '?'} | "
-                     f"`{p.image if p else '?'}` | {by_project[name]} |")
+                     f"{row.get('domain', '?')} | {image} | {secs} | {by_project[name]} |")
     lines += ["", "## Tasks per mutation kind", "", "| kind | tasks |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))]
     buckets = Counter("1" if n == 1 else "2-5" if n <= 5 else "6-20" if n <= 20 else "21-100" if n <= 100 else ">100"
