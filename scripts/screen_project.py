@@ -31,7 +31,8 @@ from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import CACHE_DIR, Project, build_repo, import_names
 from envfarm.suitegen.derive import LOG_PARSER, PARSER_REGISTRY, PASSING
 
-SKIP_SOURCES = ("__main__.py", "_version.py", "version.py", "conftest.py", "setup.py", "noxfile.py")
+SKIP_SOURCES = ("__main__.py", "_version.py", "version.py", "conftest.py", "setup.py", "noxfile.py", "fabfile.py",
+                "tasks.py", "runtests.py")
 MIN_SOURCE_BYTES = 400  # smaller modules (re-exports, constants) seldom give a bug a test catches
 
 
@@ -112,8 +113,14 @@ def guess_layout(names: list[str]) -> tuple[list[str], list[str], dict[str, str]
     tests = [t for t in tests if not t.startswith(("docs/", "doc/", "examples/", "benchmarks/"))]
     src = any(n.startswith("src/") for n in py)
     sources = sorted(n for n in py if not _is_test(n) and n.split("/")[-1] not in SKIP_SOURCES
-                     and "/" in n and (n.startswith("src/") or not src)
+                     and (n.startswith("src/") or not src)
                      and not n.startswith(("docs/", "doc/", "examples/", "benchmarks/", "tools/", "scripts/", "bin/")))
+    # only importable code: a top-level module, or a file of a package (its top folder has __init__.py)
+    def importable(n: str) -> bool:
+        parts = n.split("/")[1:] if src else n.split("/")
+        return len(parts) == 1 or f"{'src/' if src else ''}{parts[0]}/__init__.py" in names
+
+    sources = [n for n in sources if importable(n) and not n.endswith("mypy_plugin.py")]
     return sorted(tests), sources, ({"PYTHONPATH": "src"} if src else {})
 
 
@@ -125,7 +132,7 @@ def _big_enough(sdist: Path, sources: list[str]) -> list[str]:
     return [s for s in sources if sizes.get(s, 0) >= MIN_SOURCE_BYTES]
 
 
-async def _run_twice(project: Project) -> list[tuple[dict[str, str], float, float]]:
+async def _run_twice(project: Project, timeout: float) -> list[tuple[dict[str, str], float, float]]:
     """Two runs of the suite in one sandbox: (results, wall seconds, CPU seconds) each.
 
     CPU seconds (user + system of the test process, from the shell's `times`) are what the suite
@@ -139,7 +146,9 @@ async def _run_twice(project: Project) -> list[tuple[dict[str, str], float, floa
             t0 = time.perf_counter()
             # in a subshell: `times` then counts this run's processes only, not the session's
             res = await sandbox.exec(f"(cd /testbed && echo '{START_TEST_OUTPUT}'; {env} {project.test_cmd}; "
-                                     f"echo '{END_TEST_OUTPUT}'; times)", timeout=600, output_limit=16 << 20)
+                                     f"echo '{END_TEST_OUTPUT}'; times)", timeout=timeout, output_limit=16 << 20)
+            if res.timed_out:
+                raise SystemExit(f"verdict: a run of the suite took more than {timeout:g} s (hangs? network?)")
             wall = time.perf_counter() - t0
             log, _, tail = res.output.partition(START_TEST_OUTPUT)[2].partition(END_TEST_OUTPUT)
             cpu = sum(float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", tail.splitlines()[-1]))
@@ -179,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deselect", nargs="*", default=[], help="test ids to leave out (slow, flaky, network)")
     ap.add_argument("--pytest-args", default="-o addopts=", help="extra pytest options (default: %(default)s)")
     ap.add_argument("--max-seconds", type=float, default=10.0, help="longest acceptable suite run on one core")
+    ap.add_argument("--timeout", type=float, default=300.0, help="wall seconds a run may take (busy machines)")
     args = ap.parse_args(argv)
     name, _, version = args.spec.partition("==")
     version = version or _latest(name)
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verdict: the image does not build: {exc}", file=sys.stderr)
         return 1
     build_s = time.perf_counter() - t0
-    runs = asyncio.run(_run_twice(project))
+    runs = asyncio.run(_run_twice(project, args.timeout))
     (first, s1, c1), (second, s2, c2) = runs
     failing = sorted(t for t, s in first.items() if s not in PASSING and s != "SKIPPED")
     differ = sorted(t for t in set(first) | set(second) if first.get(t) != second.get(t))
