@@ -32,7 +32,7 @@ from envfarm.sandbox.images import CACHE_DIR, Project, build_repo, import_names
 from envfarm.suitegen.derive import LOG_PARSER, PARSER_REGISTRY, PASSING
 
 SKIP_SOURCES = ("__main__.py", "_version.py", "version.py", "conftest.py", "setup.py", "noxfile.py", "fabfile.py",
-                "tasks.py", "runtests.py")
+                "tasks.py", "runtests.py", "conf.py")
 MIN_SOURCE_BYTES = 400  # smaller modules (re-exports, constants) seldom give a bug a test catches
 
 
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-deps", nargs="*", default=[], help="pure-Python wheels the tests need (NAME==VERSION)")
     ap.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the test command")
     ap.add_argument("--deselect", nargs="*", default=[], help="test ids to leave out (slow, flaky, network)")
+    ap.add_argument("--ignore", nargs="*", default=[], help="test files to leave out (they fail to import)")
     ap.add_argument("--pytest-args", default="-o addopts=", help="extra pytest options (default: %(default)s)")
     ap.add_argument("--max-seconds", type=float, default=10.0, help="longest acceptable suite run on one core")
     ap.add_argument("--timeout", type=float, default=300.0, help="wall seconds a run may take (busy machines)")
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"verdict: no tests in the sdist of {args.spec}", file=sys.stderr)
         return 2
     cmd = f"python3 -m pytest -rA -p no:cacheprovider {args.pytest_args} {' '.join(tests)}".replace("  ", " ")
-    cmd += "".join(f" --deselect {d}" for d in args.deselect)
+    cmd += "".join(f" --ignore={i}" for i in args.ignore) + "".join(f" --deselect {d}" for d in args.deselect)
     project = Project(name=name, version=version, license=args.license or guess_license(info), test_cmd=cmd,
                       test_files=tuple(tests), test_deps=tuple(args.test_deps), env=env,
                       packages=import_names(sources))
