@@ -148,6 +148,7 @@ fi
 
 # --- the images ------------------------------------------------------------------------------
 if [ "${ENVFARM_SKIP_IMAGES:-0}" != 1 ]; then
+  # the core projects only; the others are built when a task first needs them (or: build --all)
   say "building images (cached: seconds when nothing changed)"
   "$PY" -m envfarm.sandbox.images build >/dev/null || die "building the images failed (see above)"
 fi

@@ -182,14 +182,14 @@ def _supply(image: str, registry: str | None, tarball: bytes | None, peers: Sequ
         return how
     project = _projects_by_image().get(image)
     if project is not None:
-        from envfarm.sandbox.images import BASE_TAG, build_repo
+        from envfarm.sandbox.images import BASE_TAG, build_on_demand
 
         try:
             if not image_exists(BASE_TAG):  # the base by registry or peer too: debootstrap is the slowest way
                 with NodeLock(f"{engine_id()}/{BASE_TAG}"):
                     if not image_exists(BASE_TAG):
                         _fetch(BASE_TAG, registry, peers, [])
-            build_repo(project)
+            build_on_demand(project)
             return "built"
         except Exception as exc:  # noqa: BLE001 - any build failure falls through to the next way
             tried.append(f"build from images/: {exc}")
@@ -226,7 +226,7 @@ def ensure_images(images: Iterable[str], build: bool = True, pull: bool = True) 
 
     Raises ImageMissingError naming every image still missing and how to get each one.
     """
-    from envfarm.sandbox.images import build_repo
+    from envfarm.sandbox.images import build_on_demand
 
     by_image = _projects_by_image()
     got: list[str] = []
@@ -234,7 +234,7 @@ def ensure_images(images: Iterable[str], build: bool = True, pull: bool = True) 
     for image in missing_images(images):
         project = by_image.get(image)
         if project is not None and build:
-            build_repo(project)
+            build_on_demand(project)
             got.append(image)
         elif project is None and pull and pull_image(image, timeout=120) is None:
             got.append(image)

@@ -7,8 +7,13 @@ Whether an image is present, pulls, loads and exports are `envfarm.sandbox.image
 Builds are cached twice: an image whose `envfarm.spec` label matches the hash of its inputs is
 not rebuilt at all, and Docker's layer cache covers the rest.
 
-    python -m envfarm.sandbox.images build            # base + every project in images/projects.toml
+    python -m envfarm.sandbox.images build            # base + the core projects (`core = true`)
+    python -m envfarm.sandbox.images build --all      # base + every project in images/projects.toml
     python -m envfarm.sandbox.images build inflection # base + one project
+
+Only the core projects' images are built up front (bootstrap, CI: the tests use those); any other
+project's image is built the first time a task needs it (`image_supply.ensure_image` on a farm
+host, `ensure_task_images` before a run), in a minute or so, once per machine.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class Project:
     # the image (Debian packages, copies vendored in other packages, their byte code) is removed
     # at build, because such a copy can hold the very lines a task's fix restores.
     packages: tuple[str, ...] = ()
+    # Built up front by `build` without names (bootstrap, CI); the others are built on first use.
+    core: bool = False
 
     @property
     def image(self) -> str:
@@ -93,6 +100,7 @@ def load_projects(path: Path | None = None) -> dict[str, Project]:
             test_deps=tuple(row.get("test_deps", [])),
             env=dict(row.get("env", {})),
             packages=import_names(row.get("sources", [])),
+            core=bool(row.get("core", False)),
         )
         for name, row in data.items()
     }
@@ -244,7 +252,9 @@ def _fetch_sources(project: Project) -> tuple[Path, list[Path]]:
     if not sdists:
         _log(f"fetching the {project.name}=={project.version} sdist from the package index")
         dest.mkdir(parents=True, exist_ok=True)
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+        # `--no-binary <name>`, not `:all:`: pip reads the sdist's metadata with its build backend,
+        # which then comes as a wheel instead of being built from source too (minutes, not seconds)
+        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", project.name,
               "-d", str(dest), f"{project.name}=={project.version}"],
              f"pip download of the {project.name} sdist")
         sdists = sorted(dest.glob("*.tar.gz"))
@@ -288,6 +298,17 @@ def build_repo(project: Project, force: bool = False) -> str:
     return project.image
 
 
+def build_on_demand(project: Project) -> str:
+    """Build a project's image the first time a task needs it (a farm host before its first
+    episode, `ensure_task_images` before a run), saying so: it takes a minute or so, once per machine."""
+    _log(f"{project.image} is not on this machine: building it from images/projects.toml "
+         f"({project.name}=={project.version}, {'core' if project.core else 'built on first use'})")
+    t0 = time.monotonic()
+    tag = build_repo(project)
+    _log(f"{project.image} built in {time.monotonic() - t0:.0f} s")
+    return tag
+
+
 def base_commit(image: str) -> str:
     """The commit at /testbed in a repository image (tasks name it as base_commit)."""
     proc = _run(["docker", "run", "--rm", "--network", "none", image, "git", "rev-parse", "HEAD"],
@@ -302,16 +323,26 @@ def read_file_from_image(image: str, path: str) -> str:
     return proc.stdout
 
 
-def build_all(names: list[str] | None = None, force: bool = False) -> list[str]:
+def select_projects(projects: dict[str, Project], names: list[str] | None = None,
+                    everything: bool = False) -> list[str]:
+    """The projects a build covers: those named, else every one (`everything`), else the core ones."""
+    if names:
+        unknown = [n for n in names if n not in projects]
+        if unknown:
+            raise ImageBuildError(
+                f"unknown project(s) {unknown}: images/projects.toml has {sorted(projects)}"
+            )
+        return list(names)
+    return sorted(n for n, p in projects.items() if everything or p.core)
+
+
+def build_all(names: list[str] | None = None, force: bool = False, everything: bool = False) -> list[str]:
+    """The base image and the selected projects' images (see `select_projects`)."""
     projects = load_projects()
-    unknown = [n for n in names or [] if n not in projects]
-    if unknown:
-        raise ImageBuildError(
-            f"unknown project(s) {unknown}: images/projects.toml has {sorted(projects)}"
-        )
+    selected = select_projects(projects, names, everything)  # before any build: a bad name fails at once
     t0 = time.monotonic()
     tags = [build_base(force=force)]
-    for name in names or sorted(projects):
+    for name in selected:
         tags.append(build_repo(projects[name], force=force))
     _log(f"{len(tags)} image(s) ready in {time.monotonic() - t0:.1f} s")
     return tags
@@ -322,16 +353,20 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Build envfarm's images (offline when needed).")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the base image and repository images")
-    b.add_argument("projects", nargs="*", help="project names from images/projects.toml (default: all)")
+    b.add_argument("projects", nargs="*",
+                   help="project names from images/projects.toml (default: the core ones)")
+    b.add_argument("--all", dest="everything", action="store_true", help="every project, not only the core ones")
     b.add_argument("--force", action="store_true", help="rebuild even when the spec label matches")
     sub.add_parser("list", help="list the projects and their image tags")
     args = parser.parse_args(argv)
     if args.cmd == "list":
         for p in load_projects().values():
-            print(f"{p.name:20s} {p.version:10s} {p.license:12s} {p.image}")
+            print(f"{p.name:20s} {p.version:10s} {p.license:14s} {'core' if p.core else 'lazy':5s} {p.image}")
         return 0
     try:
-        for tag in build_all(args.projects, force=args.force):
+        if args.projects and args.everything:
+            parser.error("give project names or --all, not both")
+        for tag in build_all(args.projects, force=args.force, everything=args.everything):
             print(tag)
     except (ImageBuildError, SandboxError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -344,4 +379,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["Project", "ImageBuildError", "build_all", "build_base", "build_repo", "load_projects",
-           "base_commit"]
+           "select_projects", "base_commit", "build_on_demand"]

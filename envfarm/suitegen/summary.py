@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import statistics
+import tomllib
 from collections import Counter
 from pathlib import Path
 
-from envfarm.sandbox.images import load_projects
+from envfarm.sandbox.images import images_dir, load_projects
 from envfarm.tasks.difficulty import NEW_KINDS, task_labels
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 from envfarm.tasks.schema import Task
@@ -52,13 +53,19 @@ def render(tasks: list[Task], command: str) -> str:
         "",
         "## Tasks per project",
         "",
-        "| project | version | licence | image | tasks |",
-        "|---|---|---|---|---|",
+        "Core projects' images are built up front (bootstrap, CI); the others' the first time a task",
+        "needs them. Test seconds: the suite's CPU time on one core (`scripts/screen_project.py`).",
+        "",
+        "| project | version | licence | domain | image | test s | tasks |",
+        "|---|---|---|---|---|---|---|",
     ]
+    rows = tomllib.loads((images_dir() / "projects.toml").read_text())
     for name in sorted(set(projects) | set(by_project)):
-        p = projects.get(name)
+        p, row = projects.get(name), rows.get(name, {})
+        image = f"`{p.image}`{' (core)' if p.core else ''}" if p else "?"
+        secs = f"{row['test_seconds']:.1f}" if row.get("test_seconds") else "?"
         lines.append(f"| {name} | {p.version if p else '?'} | {p.license if p else '?'} | "
-                     f"`{p.image if p else '?'}` | {by_project[name]} |")
+                     f"{row.get('domain', '?')} | {image} | {secs} | {by_project[name]} |")
     lines += difficulty_tables(tasks)
     lines += ["", "## Single bugs per mutation kind", "", "| kind | tasks |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -122,7 +129,7 @@ def difficulty_tables(tasks: list[Task]) -> list[str]:
     return out
 
 
-KEPT_FROM = "## Task rows from public datasets"  # the hand-written rest of the page, kept as it is
+KEPT_FROM = "## Adding projects"  # the hand-written rest of the page (from here on), kept as it is
 
 
 def write_summary(path: Path, command: str) -> None:

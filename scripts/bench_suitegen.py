@@ -1,0 +1,66 @@
+"""Validated tasks per hour per worker, from the state files `scripts/generate_suite.py` keeps.
+
+    python scripts/generate_suite.py --projects h11 tinydb --per-project 4 --workers 1 --state-dir S --no-summary
+    python scripts/bench_suitegen.py S [S2 ...] --json
+
+Every finished candidate is one record with the seconds its validation held a worker (sandboxes,
+test runs, gold and empty grading), so tasks per worker-hour = accepted / sum(seconds) * 3600,
+whatever the number of workers. Baselines and the leak scan per image are not in the records:
+they are a fixed cost per project (about two suite runs and one image scan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def rates(state_dirs: list[Path]) -> dict:
+    per: dict[str, dict[str, float]] = defaultdict(lambda: {"tried": 0, "accepted": 0, "seconds": 0.0})
+    secs: list[float] = []
+    for d in state_dirs:
+        for f in sorted(d.glob("*.state.jsonl")):
+            for line in f.read_text().splitlines():
+                rec = json.loads(line)
+                p = per[rec["project"]]
+                p["tried"] += 1
+                p["accepted"] += rec["status"] == "accepted"
+                p["seconds"] += rec["seconds"]
+                secs.append(rec["seconds"])
+    tried = sum(p["tried"] for p in per.values())
+    accepted = sum(p["accepted"] for p in per.values())
+    seconds = sum(p["seconds"] for p in per.values())
+    return {
+        "projects": len(per),
+        "candidates": tried,
+        "accepted": accepted,
+        "yield": round(accepted / tried, 3) if tried else 0.0,
+        "worker_hours": round(seconds / 3600, 3),
+        "tasks_per_worker_hour": round(accepted / seconds * 3600, 1) if seconds else 0.0,
+        "median_candidate_s": round(statistics.median(secs), 1) if secs else 0.0,
+        "per_project": {k: {"accepted": int(v["accepted"]), "tried": int(v["tried"]),
+                            "worker_s": round(v["seconds"])} for k, v in sorted(per.items())},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("state_dirs", nargs="+", type=Path, help="--state-dir folders of generate_suite.py runs")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args(argv)
+    missing = [str(d) for d in args.state_dirs if not any(d.glob("*.state.jsonl"))]
+    if missing:
+        ap.error(f"no *.state.jsonl in {missing}: pass generate_suite.py's --state-dir folders")
+    out = rates(args.state_dirs)
+    if not args.json:
+        for name, p in out["per_project"].items():
+            print(f"{name:20s} {p['accepted']:3d}/{p['tried']:3d} accepted, {p['worker_s']:5d} worker-s")
+    print(json.dumps(out) if args.json else {k: v for k, v in out.items() if k != "per_project"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
