@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 from envfarm.env.coding_env import CodingEnv
-from envfarm.errors import SandboxError
 from envfarm.policy.oracle import oracle_episode
 from envfarm.rollout.episode import EpisodePlay, new_record
 from envfarm.rollout.trajectory import Trajectory
@@ -86,7 +85,7 @@ async def _fork(root: EpisodePlay, n: int, k: int, members: list[dict[str, Any]]
     started = time.perf_counter()
     try:
         envs = await root.env.afork(n)
-    except SandboxError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever stops a fork (the agent can cause some) is not the group's fault
         log.warning("episode %s: no fork at turn %d (%s); its group plays independent episodes",
                     root.traj.episode_id, k, exc)
         return None

@@ -48,8 +48,12 @@ if TYPE_CHECKING:
 LABEL_FORK_OF = "envfarm.fork_of"
 
 # one archive may carry at most this much (the parent's changes, held in this process's memory
-# once, while every child unpacks it)
-FORK_ARCHIVE_MAX = 2 << 30
+# once, and sent to every child from that one copy)
+FORK_ARCHIVE_MAX = 512 << 20
+# the walk's own bounds: the agent decides how many and how deep its paths are, this process
+# holds them all (a chain of a few thousand long folder names is gigabytes of path strings)
+PATH_BYTES_MAX = 4096  # one path (the kernel's PATH_MAX)
+PATHS_BYTES_MAX = 64 << 20  # all paths of one fork together
 SHELL_STATE_MAX = 4 << 20
 
 # Archives the NUL-separated paths on stdin, as they are, to stdout. Folders the sandbox's user
@@ -57,7 +61,7 @@ SHELL_STATE_MAX = 4 << 20
 # child has them too, and an unprivileged `tar` cannot set their metadata; what they hold travels.
 ARCHIVE_SCRIPT = (
     'set -o pipefail; find -files0-from - -maxdepth 0 ! \\( -type d ! -uid "$EUID" \\) -print0 '
-    '| tar -c -f - -C / --null --verbatim-files-from --no-recursion --ignore-failed-read '
+    '| tar -c -S -f - -C / --null --verbatim-files-from --no-recursion --ignore-failed-read '
     '--warning=no-file-changed --warning=no-file-removed -T -'
 )
 
@@ -72,14 +76,38 @@ class Changes:
     copy: list[str] = field(default_factory=list)  # files, links and folders, parents first
     delete: list[str] = field(default_factory=list)  # deleted in the parent (or emptied and refilled)
     source: str = "upperdir"  # or "engine": `docker diff`
+    # copy paths the archive does not hold (unreadable, a socket, gone while archived; folders
+    # the user does not own): a child must never keep its image's version of such a path, which
+    # for a task's changed file is the clean code (see `MISSING_SCRIPT`)
+    missing: list[str] = field(default_factory=list)
+    path_bytes: int = 0
+
+    def add(self, path: str, deleted: bool = False) -> None:
+        """One more path, within the fork's bounds (SandboxError past them: no fork)."""
+        size = len(path.encode("utf-8", "surrogateescape")) + 1
+        if size > PATH_BYTES_MAX:
+            raise SandboxError(f"fork: a changed path is longer than {PATH_BYTES_MAX} bytes ({path[:100]}...)")
+        self.path_bytes += size
+        if self.path_bytes > PATHS_BYTES_MAX:
+            raise SandboxError(f"fork: the changed paths take more than {PATHS_BYTES_MAX >> 20} MiB")
+        (self.delete if deleted else self.copy).append(path)
+
+
+# In a child, before the archive is unpacked: each copy path the archive lacks is removed, unless
+# it is a folder the user does not own (the archive leaves those out on purpose: the child has
+# them as the parent does, and their content travels). A folder the user owns is archived
+# whenever the parent has one there, so one missing means the parent has something else there.
+MISSING_SCRIPT = ('for p; do if [ -d "$p" ] && [ ! -L "$p" ] && [ ! -O "$p" ]; then :; '
+                  'else rm -rf -- "$p" || exit 1; fi; done')
 
 
 def upper_changes(upper: str, limit: int = 2_000_000) -> Changes | None:
     """The changes recorded in an overlay upper directory, or None where it cannot be read
-    completely (not root, another engine's data root, more than `limit` entries) or records a
-    renamed directory (a `redirect`: its content lives below and the names alone would not
-    carry it). Folders are opened by descriptor, never by a path a link could redirect: the
-    agent may swap a folder for a link while this walks, and this process is root here."""
+    completely (not root, another engine's data root) or records a renamed directory (a
+    `redirect`: its content lives below and the names alone would not carry it). Folders are
+    opened by descriptor, never by a path a link could redirect: the agent may swap a folder
+    for a link while this walks, and this process is root here. More than `limit` entries, or
+    paths past the bounds of `Changes.add`: SandboxError (no fork)."""
     out = Changes()
     pending: list[list[str]] = [[]]
     try:
@@ -90,19 +118,19 @@ def upper_changes(upper: str, limit: int = 2_000_000) -> Changes | None:
                 if parts and _xattr(fd, "trusted.overlay.redirect") is not None:
                     return None
                 if parts and _xattr(fd, "trusted.overlay.opaque") == b"y":
-                    out.delete.append("/" + "/".join(parts))  # emptied below, then refilled: start it afresh
+                    out.add("/" + "/".join(parts), deleted=True)  # emptied below, then refilled: start it afresh
                 with os.scandir(fd) as entries:
                     for entry in entries:
                         path = "/" + "/".join([*parts, entry.name])
                         st = entry.stat(follow_symlinks=False)
                         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                            out.delete.append(path)  # a whiteout
+                            out.add(path, deleted=True)  # a whiteout
                             continue
-                        out.copy.append(path)
+                        out.add(path)
                         if stat.S_ISDIR(st.st_mode):
                             pending.append([*parts, entry.name])
                         if len(out.copy) + len(out.delete) > limit:
-                            return None
+                            raise SandboxError(f"fork: more than {limit} changed paths")
             finally:
                 os.close(fd)
     except OSError:
@@ -136,7 +164,7 @@ def engine_changes(api: Any, container_id: str) -> Changes:
     """The changes as the engine lists them (`docker diff`: slow where it walks the whole tree)."""
     out = Changes(source="engine")
     for change in api.diff(container_id) or []:
-        (out.delete if change["Kind"] == 2 else out.copy).append(change["Path"])
+        out.add(change["Path"], deleted=change["Kind"] == 2)
     out.copy.sort()
     return out
 
@@ -170,8 +198,20 @@ async def snapshot(parent: DockerSandbox) -> tuple[Changes, bytes, str]:
     if changes.copy:
         names = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in changes.copy)
         archive = await _run(parent, ["bash", "-c", ARCHIVE_SCRIPT], names, FORK_ARCHIVE_MAX, "archiving its changes")
+        held = await _in_thread(archive_members, archive)
+        changes.missing = [p for p in changes.copy if p.lstrip("/") not in held]
     cwd = parent._session.cwd or parent.spec.workdir
     return changes, archive, restore_script(exports, umask.strip(), cwd)
+
+
+def archive_members(archive: bytes) -> set[str]:
+    """The member names of a tar archive made by ARCHIVE_SCRIPT (relative to /, no trailing
+    slash); read by name only, nothing is extracted here."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+            return {m.name.rstrip("/") for m in tar}
+    except tarfile.TarError as exc:
+        raise SandboxError(f"fork: the parent's archive cannot be read: {exc}") from exc
 
 
 def restore_script(exports: str, umask: str, cwd: str) -> str:
@@ -187,26 +227,53 @@ def restore_script(exports: str, umask: str, cwd: str) -> str:
 
 
 
-async def receive(child: DockerSandbox, changes: Changes, archive: bytes, restore: str) -> None:
+def inbox(changes: Changes, archive: bytes) -> tuple[str, bytes]:
+    """The files a child receives (the archive, the deleted and the missing paths) as one tar of
+    a folder with a name of its own: built once per fork, sent to every child as it is."""
+    name = f".envfarm-fork-{secrets.token_hex(8)}"
+    files = {"changes.tar": archive, "deleted": _nul_list(changes.delete), "missing": _nul_list(changes.missing)}
+    buf = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        top = tarfile.TarInfo(name)
+        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o777, now
+        tar.addfile(top)
+        for file, data in files.items():
+            info = tarfile.TarInfo(f"{name}/{file}")
+            info.size, info.mode, info.mtime = len(data), 0o644, now
+            tar.addfile(info, io.BytesIO(data))
+    return name, buf.getvalue()
+
+
+def _nul_list(paths: list[str]) -> bytes:
+    return b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in paths)
+
+
+async def receive(child: DockerSandbox, changes: Changes, archive: bytes, restore: str,
+                  payload: tuple[str, bytes] | None = None) -> None:
     """Give a fresh child the parent's changes and shell state, all as the child's user.
 
-    The archive and the list of deleted paths arrive as two files in a folder of their own in
-    the user's home (the engine's archive API, one call: files of ours, never the parent's
-    archive unpacked by root); the child's own session then removes the deleted paths, unpacks
-    the archive with the image's `tar` as the sandbox's user, removes the folder and takes the
-    shell state. No process is started per child besides those of its session."""
+    The archive and the lists of deleted and missing paths arrive as files in a folder of their
+    own in the user's home (the engine's archive API, one call: files of ours, never the
+    parent's archive unpacked by root; `payload`: `inbox(changes, archive)` made once for every
+    child); the child's own session then removes the deleted paths and the missing ones (see
+    MISSING_SCRIPT), unpacks the archive with the image's `tar` as the sandbox's user, removes
+    the folder and takes the shell state. No process is started per child besides those of its
+    session."""
+    from envfarm.sandbox.docker_backend import _in_thread
+
     home = await child.exec('[ -d "$HOME" ] && [ -w "$HOME" ] && builtin printf %s "$HOME"', timeout=30)
     folder = home.output
     if home.exit_code != 0 or not folder.startswith("/") or "\n" in folder:
         raise SandboxError(f"fork into sandbox {child.id}: its user has no writable home to receive the parent's "
                            f"changes in: {home.output[-200:]}")
-    name = f".envfarm-fork-{secrets.token_hex(8)}"
-    deleted = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in changes.delete)
-    await _put_files(child, folder, name, {"changes.tar": archive, "deleted": deleted})
-    inbox = _q(f"{folder.rstrip('/')}/{name}")
+    name, data = payload or inbox(changes, archive)
+    await _in_thread(child._api.put_archive, child.container.id, folder, data)
+    box = _q(f"{folder.rstrip('/')}/{name}")
     res = await child.exec(
-        f"if xargs -0 -r rm -rf -- < {inbox}/deleted && tar -x -f {inbox}/changes.tar -C / -p --no-same-owner "
-        f"--no-overwrite-dir --warning=no-timestamp; then rm -rf {inbox}; else rm -rf {inbox}; false; fi", timeout=600)
+        f"if xargs -0 -r rm -rf -- < {box}/deleted && xargs -0 -r sh -c {_q(MISSING_SCRIPT)} sh < {box}/missing "
+        f"&& tar -x -f {box}/changes.tar -C / -p --no-same-owner --no-overwrite-dir --warning=no-timestamp; "
+        f"then rm -rf {box}; else rm -rf {box}; false; fi", timeout=600)
     if res.exit_code != 0:
         raise SandboxError(f"fork into sandbox {child.id}: unpacking the parent's changes failed: {res.output[-300:]}")
     res = await child.exec(restore, timeout=30)
@@ -214,30 +281,11 @@ async def receive(child: DockerSandbox, changes: Changes, archive: bytes, restor
         raise SandboxError(f"fork into sandbox {child.id}: the parent's shell state did not apply: {res.output[-300:]}")
 
 
-async def _put_files(sandbox: DockerSandbox, parent: str, folder: str, files: dict[str, bytes]) -> None:
-    """A new folder in `parent` holding `files`, through the engine's archive API (which writes as
-    root): the folder writable by all, the files readable by all, so that the sandbox's user can
-    read and then remove them."""
-    from envfarm.sandbox.docker_backend import _in_thread
-
-    buf = io.BytesIO()
-    now = int(time.time())
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        top = tarfile.TarInfo(folder)
-        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o777, now
-        tar.addfile(top)
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"{folder}/{name}")
-            info.size, info.mode, info.mtime = len(data), 0o644, now
-            tar.addfile(info, io.BytesIO(data))
-    await _in_thread(sandbox._api.put_archive, sandbox.container.id, parent, buf.getvalue())
-
-
 async def fork(parent: DockerSandbox, n: int, factory: SandboxFactory | None = None) -> list[Any]:
     """n children of `parent` (see the module's doc). `factory` makes each child exactly as any
     sandbox is made (a warm pool's factory hands out ready ones); by default the backend's
     create with the parent's owner, run and task. On any failure every child is closed."""
-    from envfarm.sandbox.docker_backend import LABEL_OWNER, LABEL_RUN, LABEL_TASK, DockerSandbox
+    from envfarm.sandbox.docker_backend import LABEL_OWNER, LABEL_RUN, LABEL_TASK, DockerSandbox, _in_thread
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"fork(n): n must be a positive whole number of children, got {n!r}")
@@ -258,7 +306,12 @@ async def fork(parent: DockerSandbox, n: int, factory: SandboxFactory | None = N
     made = await asyncio.gather(*(make() for _ in range(n)), return_exceptions=True)
     children = [c for c in made if not isinstance(c, BaseException)]
     try:
-        changes, archive, restore = await snap
+        try:
+            changes, archive, restore = await snap
+            payload = await _in_thread(inbox, changes, archive)
+            del archive  # the payload holds it: one copy in memory, whatever the number of children
+        except OSError as exc:  # the engine's errors among them (docker.errors.APIError)
+            raise SandboxError(f"fork of sandbox {parent.id}: {exc}") from exc
         failed = [c for c in made if isinstance(c, BaseException)]
         if failed:
             raise failed[0]
@@ -267,7 +320,11 @@ async def fork(parent: DockerSandbox, n: int, factory: SandboxFactory | None = N
             if not isinstance(inner, DockerSandbox) or inner.spec.user != parent.spec.user:
                 raise SandboxError(f"fork of sandbox {parent.id}: the factory made {type(inner).__name__} "
                                    f"{getattr(inner, 'id', '?')}, not a Docker sandbox of the same user")
-        await asyncio.gather(*(receive(getattr(c, "_inner", c), changes, archive, restore) for c in children))
+        try:
+            await asyncio.gather(*(receive(getattr(c, "_inner", c), changes, b"", restore, payload)
+                                   for c in children))
+        except OSError as exc:
+            raise SandboxError(f"fork of sandbox {parent.id}: {exc}") from exc
     except BaseException:
         if not snap.done():
             snap.cancel()

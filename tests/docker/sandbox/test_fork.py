@@ -107,6 +107,49 @@ def test_children_are_made_like_any_sandbox_and_leave_nothing(inflection_image):
     run(main())
 
 
+@pytest.mark.parametrize("hide", [
+    "chmod 000 /testbed/test_inflection.py",  # unreadable: the archive leaves it out
+    "rm /testbed/test_inflection.py && python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind("
+    "'/testbed/test_inflection.py')\"",  # a socket: tar skips it
+])
+def test_a_changed_file_the_archive_lacks_is_never_the_images_in_a_child(inflection_image, hide):
+    """A child must not fall back to its image's version of a file the parent changed (for a
+    task's bug, the image's version is the clean code): it has the parent's version or none."""
+    async def main():
+        parent = await DockerSandbox.create(SandboxSpec(image=inflection_image), run=RUN)
+        children = []
+        try:
+            assert (await parent.exec("echo CHANGED >> /testbed/test_inflection.py && " + hide)).exit_code == 0
+            children = await parent.fork(2)
+            for child in children:
+                res = await child.exec("cat /testbed/test_inflection.py 2>&1 | tail -1; git -C /testbed status --short")
+                assert "No such file" in res.output or "CHANGED" in res.output, res.output
+                assert "def test" not in res.output
+        finally:
+            await _closed(parent, *children)
+
+    run(main())
+
+
+def test_paths_past_the_bounds_stop_the_fork_with_a_sandbox_error(inflection_image):
+    """A chain of long folder names (the engine refuses it, and its paths would fill this
+    process's memory) ends the fork with SandboxError, which a branched group answers with
+    independent episodes; no child is left."""
+    async def main():
+        parent = await DockerSandbox.create(SandboxSpec(image=inflection_image), run=RUN)
+        try:
+            deep = "cd ~ && for i in $(seq 20); do d=$(printf 'd%.0s' $(seq 250)); mkdir $d && cd $d; done"
+            assert (await parent.exec(deep)).exit_code == 0
+            with pytest.raises(SandboxError, match="longer than"):
+                await parent.fork(2)
+        finally:
+            await parent.close()
+        left = [c for c in list_containers(**{LABEL_RUN: RUN}) if c.labels.get(LABEL_FORK_OF) == parent.id]
+        assert not left
+
+    run(main())
+
+
 def test_an_archive_cannot_put_files_where_the_agent_could_not_write(inflection_image):
     """Whatever the parent's archive holds (an agent that owns its container can make it hold
     anything), a child unpacks it as the sandbox's user: /etc and the Python install stay as built."""

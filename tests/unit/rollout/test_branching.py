@@ -94,10 +94,15 @@ def test_an_episode_that_ends_before_the_branch_point_leaves_independent_members
     assert len(records) == 3 and all(r.num_turns == 1 and not r.branch_of and r.prefix_turns == 0 for r in records)
 
 
-def test_a_backend_that_cannot_fork_gives_independent_members():
+@pytest.mark.parametrize("error", [ForkUnsupportedError("the test backend cannot fork"),
+                                   OSError("500 Server Error: file name too long"),  # an engine error
+                                   RuntimeError("anything else")])
+def test_a_sandbox_that_cannot_fork_gives_independent_members(error):
+    """Whatever stops the fork (the agent can cause some: paths the engine refuses), the group
+    plays independent episodes: never an infrastructure fault that masks the group."""
     class NoFork(SimSandbox):
         async def fork(self, n, factory=None):
-            raise ForkUnsupportedError("the test backend cannot fork")
+            raise error
 
     async def factory(spec, task_id):
         return NoFork(spec, INSTANT, random.Random(0))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import stat
 
-from envfarm.sandbox.docker_fork import restore_script, upper_changes
+import pytest
+
+from envfarm.sandbox.base import SandboxError
+from envfarm.sandbox.docker_fork import Changes, restore_script, upper_changes
 
 
 def test_changes_are_listed_parents_first_and_links_are_not_walked(tmp_path):
@@ -29,10 +32,32 @@ def test_an_upper_directory_that_cannot_be_read_gives_none(tmp_path):
     assert upper_changes(str(tmp_path / "missing")) is None
     (tmp_path / "link").symlink_to(tmp_path)
     assert upper_changes(str(tmp_path / "link")) is None  # not even the top is taken through a link
+
+
+def test_changes_past_the_bounds_raise_sandbox_error(tmp_path):
+    """Too many paths, or one too long: no fork (the agent decides both; this process holds them)."""
     (tmp_path / "many").mkdir()
     for i in range(5):
         (tmp_path / "many" / str(i)).write_text("")
-    assert upper_changes(str(tmp_path / "many"), limit=3) is None
+    with pytest.raises(SandboxError, match="more than 3 changed paths"):
+        upper_changes(str(tmp_path / "many"), limit=3)
+    deep = tmp_path / "deep"
+    os.makedirs(deep)
+    fd = os.open(deep, os.O_RDONLY)
+    try:  # a chain longer than PATH_MAX, made relative to each folder as an agent would
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=fd)
+            sub = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+    finally:
+        os.close(fd)
+    with pytest.raises(SandboxError, match="longer than"):
+        upper_changes(str(deep))
+    changes = Changes()
+    with pytest.raises(SandboxError, match="MiB"):
+        for i in range(20_000):
+            changes.add("/" + "x" * 4000 + str(i))
 
 
 def test_the_restore_script_keeps_the_childs_own_variables():
