@@ -28,10 +28,12 @@ RUN = "pytest-report"
 def run_dir(tmp_path_factory, inflection_image):
     out = tmp_path_factory.mktemp("report")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1].parent), str(HERE),
+                                                        str(HERE.parents[1] / "cluster"),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-m", "envfarm.launch", "--envs", "2", "--episodes", "2", "--group-size", "2",
-         "--policy", "mixed_policy:SolveOrProbe", "--tasks", str(BUILTIN_DIR / "fixtures.jsonl"),
+         "--policy", "mixed_policy:SolveOrProbe", "--policy-arg", f"claims={out / 'claims'}",
+         "--tasks", str(BUILTIN_DIR / "fixtures.jsonl"),
          "--limit-tasks", "1", "--out", str(out), "--run", RUN, "--no-live"],
         capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
