@@ -158,9 +158,11 @@ async def measure(cap: int = 600, batch: int = 20, reserve_gib: float = 3.0,
             failed = [m for m in made if not isinstance(m, DockerSandbox)]
             slowest, unhealthy = await _health(live, answer_limit_s)
             per_sandbox = max(per_sandbox // 2, (before["available"] - mem_available()) // max(1, len(live)))
-            rounds.append({"live": len(live), "slowest_answer_s": round(slowest, 3), "unhealthy": unhealthy,
+            answered = None if slowest == float("inf") else round(slowest, 3)  # None: one did not answer
+            rounds.append({"live": len(live), "slowest_answer_s": answered, "unhealthy": unhealthy,
                            "create_failures": len(failed), "available_gib": round(mem_available() / 1024**3, 2)})
-            log(f"[density] {len(live)} live, slowest answer {slowest:.3f} s, {unhealthy} unhealthy, "
+            log(f"[density] {len(live)} live, slowest answer {slowest:.3f} s (inf: one did not answer), "
+                f"{unhealthy} unhealthy, "
                 f"{mem_available() / 1024**3:.1f} GiB available")
             if failed or unhealthy:
                 stop = (f"{len(failed)} creates failed ({failed[0]!r:.200})" if failed
