@@ -1,9 +1,11 @@
 """`python -m envfarm.gc`: remove every container the farm left behind, on this machine or a cluster.
 
 Sandboxes remove themselves when their owner exits or dies (see envfarm.sandbox.owner_lease) and
-at their maximum lifetime; this is for what that cannot catch: a container whose owner died
-between creating and starting it, containers from before that mechanism, an engine that lost
-track of them while restarting. It says how many it found and removed.
+at their maximum lifetime, and a container whose owner died between creating and starting it is
+removed by the next process that creates sandboxes on that engine (after 5 minutes); this is for
+what that cannot catch: containers from before that mechanism, an engine that lost track of them
+while restarting, a node nobody creates sandboxes on any more. It says how many it found and
+removed.
 
     python -m envfarm.gc                      # all envfarm containers on this machine
     python -m envfarm.gc --run NAME           # only one run's

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import dataclasses
 import io
+import logging
 import os
 import socket
 import tarfile
@@ -53,6 +54,8 @@ from envfarm.sandbox.shell_session import KILL_SCRIPT, STREAM_HEADER, ShellSessi
 
 if TYPE_CHECKING:
     from envfarm.sandbox.backends import DockerBackendConfig
+
+log = logging.getLogger(__name__)
 
 # write_file: files go through the shell session as the sandbox's user, in chunks of this size
 SESSION_WRITE_MAX = 256 << 10
@@ -562,9 +565,46 @@ def _resolve_and_start(spec: SandboxSpec, labels: dict[str, str]) -> tuple[Sandb
     return spec, _start_container(spec, labels)
 
 
+# A container is created, then attached to (its lease), then started: an owner that dies
+# between the create and the start leaves a container that never runs, so no lease can end it.
+# Every process that creates sandboxes removes such stillborn containers of any owner on its
+# engine, once per STILLBORN_SWEEP_S at most; no live owner keeps a container unstarted this long.
+STILLBORN_AGE_S = 300.0
+STILLBORN_SWEEP_S = 60.0
+_last_sweep = 0.0
+
+
+def sweep_stillborn(age_s: float = STILLBORN_AGE_S) -> int:
+    """Remove envfarm containers created over `age_s` seconds ago and never started; how many."""
+    now = time.time()
+    removed = 0
+    for container in docker_client().containers.list(
+            all=True, filters={"label": LABEL, "status": "created"}, ignore_removed=True):
+        created = float(container.labels.get(LABEL_CREATED) or now)
+        if now - created >= age_s:
+            remove_container(container.id)
+            removed += 1
+    if removed:
+        log.info("removed %d envfarm container(s) whose owner died before starting them", removed)
+    return removed
+
+
+def _maybe_sweep_stillborn() -> None:
+    global _last_sweep
+    now = time.monotonic()
+    if now - _last_sweep < STILLBORN_SWEEP_S:
+        return
+    _last_sweep = now
+    try:
+        sweep_stillborn()
+    except (SandboxError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        log.debug("stillborn sweep failed: %s", exc)
+
+
 def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
     """Create (never pull: registries are the farm's business) and start one container."""
     client = docker_client()
+    _maybe_sweep_stillborn()
     try:
         # stdin open and closed when its first attached client goes (detach=False with
         # stdin_open sets StdinOnce): the owner's lease, see envfarm.sandbox.owner_lease

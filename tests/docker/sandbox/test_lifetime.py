@@ -190,3 +190,28 @@ def test_an_episode_that_attacks_the_lease_is_scored_not_masked(fixture_tasks, m
     traj = asyncio.run(run_episode(env, Attack(), fixture_tasks[0]))
     assert traj.reward == 0.0 and not traj.masked, (traj.error_kind, traj.error)
     assert traj.end_reason == "submit" and "back" in traj.turns[3].observation
+
+
+def test_a_container_its_owner_never_started_is_swept_once_stale(inflection_image, monkeypatch):
+    """An owner killed between create and start leaves a container no lease can end: the next
+    sandbox creation on the engine removes it once it is older than any live owner would keep it."""
+    from envfarm.sandbox import docker_backend
+    from envfarm.sandbox.docker_backend import LABEL, LABEL_CREATED
+
+    client = docker_client()
+    made = {}
+    for name, age in (("stale", 3600), ("fresh", 0)):
+        made[name] = client.containers.create(
+            inflection_image, command=["true"],
+            labels={LABEL: "1", LABEL_CREATED: f"{time.time() - age:.0f}", "envfarm.test": "stillborn"})
+    monkeypatch.setattr(docker_backend, "_last_sweep", 0.0)  # this process swept over a minute ago
+    sandbox = asyncio.run(DockerSandbox.create(SandboxSpec(image=inflection_image)))
+    try:
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(made["stale"].id)
+        assert client.containers.get(made["fresh"].id).status == "created"  # a live owner's may be this young
+        assert docker_backend.sweep_stillborn() == 0  # nothing else stale; started ones are never its business
+        assert sandbox.is_alive()
+    finally:
+        made["fresh"].remove(force=True)
+        asyncio.run(sandbox.close())
