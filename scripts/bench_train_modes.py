@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 SUBMIT = {"name": "submit", "arguments": {}}
@@ -95,10 +96,11 @@ def _farm_policy(args: argparse.Namespace, seed: int) -> tuple[Any, ...]:
     return model, tokenizer, base, GuidedPolicy(base, guide)
 
 
-def _counting(rollout: Any, ids: list[str], records: list[Any] | None = None) -> Any:
+def _counting(rollout: Any, ids: list[str], masked: list[bool], records: list[Any] | None = None) -> Any:
     def rollout_func(prompts: list[Any], trainer: Any) -> dict[str, list]:
         out = rollout(prompts, trainer)
         ids.extend(out["episode_id"])
+        masked.extend(out["reward_masked"])
         if records is not None:
             records.extend(rollout.last_records)
         return out
@@ -130,19 +132,15 @@ def run_sync(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     rollout = FarmRollout(tasks, runner, cfg, tokenizer, encoder=base)
     runner.prewarm([t.image for t in tasks])
     ids: list[str] = []
+    masked: list[bool] = []
     funcs, _ = reward_funcs(cfg.rewards)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_args, processing_class=tokenizer,
                           train_dataset=task_dataset(tasks, min_rows=grpo_args.per_device_train_batch_size),
-                          rollout_func=_counting(rollout, ids))
-    started = time.perf_counter()
-    try:
-        trainer.train()
-    finally:
-        wall = time.perf_counter() - started
-        runner.close()
+                          rollout_func=_counting(rollout, ids, masked))
+    wall, _ = _train_timed(trainer, runner.close)
     busy = sum(r.farm.host_seconds or 0.0 for r in played)
     return _figures("sync", wall, ids, sum(b["rollout_s"] for b in rollout.batches), busy / (cfg.envs * wall),
-                    Counter({0: len(ids)}), 0, played, trainer)
+                    Counter({0: len(ids)}), 0, played, trainer, masked)
 
 
 def run_async(args: argparse.Namespace, seed: int, max_staleness: int) -> dict[str, Any]:
@@ -153,18 +151,14 @@ def run_async(args: argparse.Namespace, seed: int, max_staleness: int) -> dict[s
     run = build_async_training(model, tokenizer, tasks, cfg, grpo_args, max_staleness=max_staleness,
                                policy=policy, backend="sim", echo=False)
     ids: list[str] = []
+    masked: list[bool] = []
     records: list[Any] = []
-    run.trainer.rollout_func = _counting(run.rollout, ids, records)
-    started = time.perf_counter()
-    try:
-        run.trainer.train()
-    finally:
-        wall = time.perf_counter() - started
-        span = time.perf_counter() - run.producer.started_at
-        run.close()
+    run.trainer.rollout_func = _counting(run.rollout, ids, masked, records)
+    wall, ended = _train_timed(run.trainer, run.close)
+    span = ended - run.producer.started_at
     stats = run.producer.stats()
     figures = _figures("async", wall, ids, run.rollout.wait_s, run.producer.utilisation(span),
-                       run.producer.staleness, stats["samples_dropped_stale"], records, run.trainer)
+                       run.producer.staleness, stats["samples_dropped_stale"], records, run.trainer, masked)
     figures.update(samples_used_twice_producer=stats["samples_used_twice"], max_staleness=max_staleness,
                    generator_is_trained_model=run.policy.model is run.trainer.accelerator.unwrap_model(
                        run.trainer.model), policy_version=run.policy.version,
@@ -202,12 +196,7 @@ def run_env(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             rollout_s[0] += time.perf_counter() - began
 
     trainer._generate = timed
-    started = time.perf_counter()
-    try:
-        trainer.train()
-    finally:
-        wall = time.perf_counter() - started
-        factory.close()
+    wall, _ = _train_timed(trainer, factory.close)
     samples = trainer.state.global_step * grpo_args.per_device_train_batch_size
     calls = [h["tools/call_frequency"] for h in trainer.state.log_history if "tools/call_frequency" in h]
     return {"mode": "env", "steps": trainer.state.global_step, "samples": samples, "wall_s": round(wall, 1),
@@ -215,6 +204,18 @@ def run_env(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             "trainer_busy_s_per_step": round((wall - rollout_s[0]) / max(trainer.state.global_step, 1), 2),
             "turns_mean": round(statistics.fmean(calls), 2) if calls else None, "samples_used_twice": 0,
             "max_staleness_seen": 0, **_steady(trainer, grpo_args.per_device_train_batch_size)}
+
+
+def _train_timed(trainer: Any, close: Callable[[], Any]) -> tuple[float, float]:
+    """`trainer.train()`'s wall seconds and when it ended (perf_counter, before `close`, which
+    runs whatever happens: the farm's clean-up is not the run's time)."""
+    started = time.perf_counter()
+    try:
+        trainer.train()
+        ended = time.perf_counter()
+        return ended - started, ended
+    finally:
+        close()
 
 
 def _stand_in_model(tiny: Any, tokenizer: Any, turn_s: float, draw: TurnDraw) -> Any:
@@ -244,7 +245,7 @@ def _stand_in_model(tiny: Any, tokenizer: Any, turn_s: float, draw: TurnDraw) ->
 
 
 def _figures(mode: str, wall: float, ids: list[str], idle_s: float, utilisation: float, staleness: Counter,
-             dropped: int, records: list[Any], trainer: Any) -> dict[str, Any]:
+             dropped: int, records: list[Any], trainer: Any, masked: list[bool]) -> dict[str, Any]:
     turns = [len(r.turns) for r in records]
     steps = trainer.state.global_step
     return {
@@ -253,7 +254,7 @@ def _figures(mode: str, wall: float, ids: list[str], idle_s: float, utilisation:
         "trainer_busy_s_per_step": round((wall - idle_s) / max(steps, 1), 2),
         "slot_utilisation": round(utilisation, 3), "staleness_histogram": dict(sorted(staleness.items())),
         "max_staleness_seen": max(staleness, default=0), "samples_dropped_stale": dropped,
-        "samples_used_twice": len(ids) - len(set(ids)),
+        "samples_used_twice": len(ids) - len(set(ids)), "samples_masked": sum(masked),
         "turns_mean": round(statistics.fmean(turns), 2) if turns else None,
         **_steady(trainer, len(ids) // max(steps, 1)),
     }
@@ -318,6 +319,7 @@ def compare_modes(args: argparse.Namespace) -> int:
     every = [f for figures in runs.values() for f in figures]
     result["max_staleness_seen"] = max((f.get("max_staleness_seen", 0) for f in every), default=0)
     result["samples_used_twice"] = sum(f.get("samples_used_twice", 0) for f in every)
+    result["samples_masked"] = sum(f.get("samples_masked", 0) for f in every)  # farm modes: no reward, no loss
     if not args.json:
         for name in names:
             print(f"{name:>9}: {result[f'samples_per_min_{name}']:6.1f} samples/min  "

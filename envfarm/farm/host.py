@@ -115,6 +115,21 @@ class EnvHostImpl:
             self._policy = load_policy(self.config.policy, **self.config.policy_kwargs)
         return self._policy
 
+    def check_policy(self) -> str | None:
+        """Why this host cannot build its policy, or None: asked once at the farm's start, so that
+        a plug-in the driver imports but this node cannot (a module not shipped, a missing
+        dependency) stops the run with one clear error instead of masking every episode."""
+        from envfarm.policy.loader import BUILTIN, check_spec
+
+        try:
+            if self._policy is None and self.config.policy not in BUILTIN:
+                self._policy_for()  # built once, kept for the episodes
+            elif self._policy is None:
+                check_spec(self.config.policy, self.config.policy_kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which refuses the run
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def _grader_for(self):
         if self._grader is None:
             from envfarm.tasks.grading import grader_for

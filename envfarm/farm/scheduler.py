@@ -126,7 +126,26 @@ class EnvFarm:
             self.host_cfgs.append(host_cfg)
             self.scheduling.add_host(node_id, host_cfg.slots)
         await asyncio.gather(*(h.ping.remote() for h in self.hosts))
+        await self._refuse_unbuildable_policy()
         self._tell_peers()
+
+    async def _refuse_unbuildable_policy(self) -> None:
+        """Every host builds (or, for a builtin, checks) its policy before any episode: the driver's
+        own check cannot see a node where the plug-in does not import."""
+        from envfarm.policy.loader import PolicyLoadError
+
+        problems = await asyncio.gather(*(h.check_policy.remote() for h in self.hosts))
+        bad = [(cfg.host_id, why) for cfg, why in zip(self.host_cfgs, problems, strict=True) if why]
+        if not bad:
+            return
+        await self.shutdown()
+        host, why = bad[0]
+        raise PolicyLoadError(
+            f"policy {self.config.policy!r} cannot be built on {len(bad)} of {len(self.hosts)} host(s) "
+            f"(first: {host}: {why}); the driver built it, a host could not: what is installed in the "
+            "driver's environment (site-packages) is not shipped, so install the policy's "
+            "dependencies on every node, or keep its code as a package folder on the driver's path, "
+            "which is shipped (docs/CLUSTER.md)")
 
     def host_configs(self, n_hosts: int) -> list[HostConfig]:
         """The config of each of `n_hosts` hosts: `envs` slots spread evenly, the rest shared."""

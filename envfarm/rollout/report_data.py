@@ -52,22 +52,17 @@ def status(t: Trajectory) -> str:
     return "masked" if t.masked else "resolved" if t.resolved else "failed"
 
 
-def task_meta(tasks: Iterable[Any]) -> dict[str, dict[str, str]]:
+def task_meta(tasks: Iterable[Task]) -> dict[str, dict[str, str]]:
     """Per instance id, the task fields worth grouping by that a Trajectory does not carry: the
     task's kind and a difficulty bucket from its labels (envfarm.tasks.difficulty: places to fix
     and statement level), or a row's own `difficulty` string where its source has one."""
     meta: dict[str, dict[str, str]] = {}
     for task in tasks:
-        extra = dict(getattr(task, "model_extra", None) or {})
-        recorded = extra.get("difficulty")
-        if isinstance(task, Task):
-            lab = task_labels(task)
-            places = f"{lab['locations']} location{'s' if lab['locations'] != 1 else ''}"
-            fields = {"kind": lab["kind"],
-                      "difficulty": recorded if isinstance(recorded, str) else f"{places}, {lab['statement']}"}
-        else:
-            own = extra.get("envfarm_meta") or {}
-            fields = {"kind": own.get("kind") or extra.get("kind"), "difficulty": recorded}
+        recorded = (task.model_extra or {}).get("difficulty")
+        lab = task_labels(task)
+        places = f"{lab['locations']} location{'s' if lab['locations'] != 1 else ''}"
+        fields = {"kind": lab["kind"],
+                  "difficulty": recorded if isinstance(recorded, str) else f"{places}, {lab['statement']}"}
         meta[task.instance_id] = {k: str(v) for k, v in fields.items() if v not in (None, "")}
     return meta
 

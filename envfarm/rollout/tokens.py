@@ -141,6 +141,8 @@ def _check_segment(row: Row, k: int, expected: list[int], generated: int, what: 
     if seg.ids != expected or seg.generated != bool(generated):
         raise TokenMismatch(f"{what}: the row's segment differs from the episode's tokens")
     end = min(seg.start + len(seg.ids), len(row.completion_ids))
+    if end <= seg.start:  # wholly past max_completion_length: cut off, nothing of it to compare
+        return
     if row.completion_ids[seg.start:end] != seg.ids[: end - seg.start]:
         raise TokenMismatch(f"{what}: the row's ids differ from the segment")
     if any(m != mask for m in row.env_mask[seg.start:end]):

@@ -99,3 +99,36 @@ def test_farm_in_a_ray_the_caller_started_uploads_the_plugin_for_its_hosts(two_n
         _run_farm(f"{driver_only_package}.agent:SubmitAtOnce", None)
     finally:
         ray.shutdown()
+
+
+def test_a_plugin_whose_dependency_only_the_driver_has_is_refused_at_the_start(two_nodes, tmp_path, monkeypatch):
+    """The plug-in's own package is shipped, a package it imports is not (installed beside the
+    driver only): every host fails to build it, and the farm says so before any episode instead of
+    masking them all."""
+    from envfarm.policy.loader import PolicyLoadError
+
+    tag = uuid.uuid4().hex[:8]
+    dep, name = f"driverdep_{tag}", f"userpol_{tag}"
+    (tmp_path / "dep" / dep).mkdir(parents=True)
+    (tmp_path / "dep" / dep / "__init__.py").write_text("READY = True\n")
+    (tmp_path / "pol" / name).mkdir(parents=True)
+    (tmp_path / "pol" / name / "__init__.py").write_text("")
+    (tmp_path / "pol" / name / "agent.py").write_text(f"import {dep}\n" + textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path / "dep"))
+    monkeypatch.syspath_prepend(str(tmp_path / "pol"))
+    cfg = FarmConfig(envs=4, backend="sim", policy=f"{name}.agent:SubmitAtOnce", sim_profile=FAST,
+                     max_retries=0, run=f"test-ship-{tag}")
+    played = []
+
+    async def main():
+        async with EnvFarm(cfg, address=two_nodes.address) as farm:
+            played.extend([r async for r in farm.run(load_builtin(), episodes=4)])
+
+    try:
+        with pytest.raises(PolicyLoadError, match=rf"cannot be built on \d+ of \d+ host.*No module named '{dep}'"):
+            asyncio.run(main())
+    finally:
+        for mod in [m for m in sys.modules if m.startswith((name, dep))]:
+            sys.modules.pop(mod)
+    assert played == []
+    assert not ray.is_initialized()  # the farm shut its hosts and its connection down

@@ -11,23 +11,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def trained(fixture_tasks, tmp_path_factory):
-    from envfarm.policy.tiny import make_tiny_model
-    from envfarm.train.config import TrainConfig
-    from envfarm.train.trainer import build_training, grpo_config
-
-    out = tmp_path_factory.mktemp("branched")
-    model, tokenizer = make_tiny_model(seed=5)
-    cfg = TrainConfig(num_generations=3, max_completion_length=2048, max_new_tokens=16, envs=3, branch_at=1,
-                      env_config={"max_turns": 3, "command_timeout_s": 15, "episode_timeout_s": 120,
-                                  "max_observation_chars": 600, "grading_timeout_s": 120}, run="pytest-branched")
-    args = grpo_config(cfg, str(out), groups_per_step=1, max_steps=1, learning_rate=1e-2, save_steps=10)
-    run = build_training(model, tokenizer, fixture_tasks[:1], cfg, args, echo=False)
-    try:
-        run.trainer.train()
-    finally:
-        run.close()
-    return {"run": run}
+def trained(fixture_tasks, tmp_path_factory, tiny_training):
+    return tiny_training(fixture_tasks[:1], tmp_path_factory.mktemp("branched"), seed=5, max_turns=3,
+                         max_observation_chars=600, groups_per_step=1, max_steps=1, save_steps=10,
+                         num_generations=3, max_completion_length=2048, envs=3, branch_at=1,
+                         run="pytest-branched")
 
 
 def test_a_step_trains_on_branched_groups(trained):

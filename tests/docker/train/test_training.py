@@ -12,24 +12,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def trained(fixture_tasks, tmp_path_factory):
-    from envfarm.policy.tiny import make_tiny_model
-    from envfarm.train.config import TrainConfig
-    from envfarm.train.trainer import build_training, grpo_config
-
-    out = tmp_path_factory.mktemp("train")
-    model, tokenizer = make_tiny_model(seed=3)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = TrainConfig(num_generations=2, max_completion_length=768, max_new_tokens=16, envs=4, demos_per_group=1,
-                      env_config={"max_turns": 2, "command_timeout_s": 15, "episode_timeout_s": 120,
-                                  "max_observation_chars": 1200, "grading_timeout_s": 120}, run="pytest-train")
-    args = grpo_config(cfg, str(out), groups_per_step=2, max_steps=2, learning_rate=1e-2, save_steps=1)
-    run = build_training(model, tokenizer, fixture_tasks[:2], cfg, args, echo=False)
-    try:
-        run.trainer.train()
-    finally:
-        run.close()
-    return {"run": run, "model": model, "tokenizer": tokenizer, "before": before, "out": out}
+def trained(fixture_tasks, tmp_path_factory, tiny_training):
+    return tiny_training(fixture_tasks[:2], tmp_path_factory.mktemp("train"), seed=3, max_turns=2,
+                         max_observation_chars=1200, groups_per_step=2, max_steps=2, save_steps=1,
+                         num_generations=2, max_completion_length=768, envs=4, demos_per_group=1,
+                         run="pytest-train")
 
 
 def test_two_steps_complete_and_change_parameters(trained):

@@ -128,3 +128,15 @@ def test_token_check_rejects_rows_that_are_not_the_generated_tokens():
     drifted.turns[1].prefix_consistent = False
     with pytest.raises(TokenMismatch):
         build_row(drifted, 100, pad_id=0, eos_id=2)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 5, 6])
+def test_a_row_cut_at_max_completion_length_passes_the_check_wherever_the_cut_falls(limit):
+    """Segments wholly past the cut are gone, not different: the check must not mask the row."""
+    record = episode("x", 0.0)
+    row = build_row(record, limit, pad_id=0, eos_id=2)
+    assert row.completion_ids == [8, 9, 2, 11, 12, 13, 2][:limit] and row.truncated_tokens == 7 - limit
+    check_row(record, row)
+    row.completion_ids[-1] = 99  # what is left is still compared
+    with pytest.raises(TokenMismatch):
+        check_row(record, row)
