@@ -21,6 +21,10 @@ from envfarm.errors import UserInputError
 from envfarm.tasks.diff import files_in_diff
 
 KNOWN_EVAL_TYPES = ("pass_and_fail", "fail_only")
+# Parsers of swebench's registry (swebench.harness.log_parsers.PARSER_REGISTRY) a row may name
+# without that registry being imported: importing swebench's harness takes about 2 s (datasets,
+# pandas, modal), four times the whole builtin suite's parsing. Any other name is looked up there.
+PYTEST_LOG_PARSERS = frozenset({"parse_log_pytest", "parse_log_pytest_options", "parse_log_pytest_v2"})
 
 
 class TaskError(UserInputError):
@@ -79,6 +83,8 @@ class Task(BaseModel):
     @field_validator("log_parser")
     @classmethod
     def _known_parser(cls, value: str) -> str:
+        if value in PYTEST_LOG_PARSERS:
+            return value
         from swebench.harness.log_parsers import PARSER_REGISTRY
 
         if value not in PARSER_REGISTRY:

@@ -102,3 +102,23 @@ def test_round_robin_spreads_projects():
     tasks = [Task.parse(_row(instance_id=f"{r}-{i}", repo=r)) for r, n in (("a", 3), ("b", 1)) for i in range(n)]
     order = [t.instance_id for t in round_robin_by_project(tasks)]
     assert order[:2] == ["a-0", "b-0"] and sorted(order) == sorted(t.instance_id for t in tasks)
+
+
+def test_the_parsers_checked_without_swebench_are_swebench_parsers():
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
+    from envfarm.tasks.schema import PYTEST_LOG_PARSERS
+
+    assert PYTEST_LOG_PARSERS <= set(PARSER_REGISTRY)
+    assert Task.parse(_row(log_parser="parse_log_django")).log_parser == "parse_log_django"  # the rest: swebench's
+
+
+def test_loading_the_builtin_suite_does_not_import_swebenchs_harness():
+    """Its import (datasets, pandas, modal) would cost a fresh process about 2 s, four times the parsing."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from envfarm.tasks import load; n = len(load('builtin')); "
+            "print(n, 'swebench.harness' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 400 and out[1] == "False"
