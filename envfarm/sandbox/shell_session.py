@@ -4,11 +4,14 @@ Why: one `docker exec` per command costs about 50 ms; one `bash` kept open and s
 its stdin costs well under a millisecond a round trip, and keeps terminal state (`cd`,
 exported variables) between commands as an agent expects.
 
-Protocol: the shell runs a small driver loop. For each command the host writes a header line
-`<byte length> <marker>` and then exactly that many bytes of command text; the driver reads
-them with `read -N` (never through argv), `eval`s the text with stdin from /dev/null and stderr
-merged into stdout, and prints `\\n<marker> <exit code> <cwd>\\n`. The marker is random per
-command, so a command's output cannot fake the end of another's.
+Protocol: the shell runs a small driver loop. For each command the host writes the marker, a
+newline, the command text and a NUL byte (bash strings cannot hold NUL, so a command cannot end
+its own message early: NULs are dropped from it first); the driver reads the message with
+`read -d ''` (never through argv), `eval`s the text after the first line with stdin from
+/dev/null and stderr merged into stdout, and prints `\\n<marker> <exit code> <cwd>\\n`. The
+marker is random per command, so a command's output cannot fake the end of another's. (An
+earlier protocol sent the byte length and read it with `read -N` under `LC_ALL=C`, whose
+locale switch twice a command cost about 15% of a round trip.)
 
 Timeouts: the host kills every process in the container except PID 1 and the session shell
 (which also ends whatever the command left running in the background). If the shell itself is
@@ -29,10 +32,9 @@ from envfarm.sandbox.base import ACTIVATE_PATH, ExecResult, SandboxError
 
 DRIVER = r"""exec 2>&1
 printf '__EF_READY__ %d\n' "$$"
-while IFS= read -r __ef_hdr; do
-  __ef_len=${__ef_hdr%% *}; __ef_mark=${__ef_hdr#* }
-  IFS= LC_ALL=C read -r -N "$__ef_len" __ef_cmd
-  eval "$__ef_cmd" </dev/null
+while IFS= read -r -d '' __ef_msg; do
+  __ef_mark=${__ef_msg%%$'\n'*}
+  eval "${__ef_msg#*$'\n'}" </dev/null
   printf '\n%s %d %s\n' "$__ef_mark" "$?" "$PWD"
 done
 """
@@ -173,10 +175,10 @@ class ShellSession:
         assert self._writer is not None
         marker = f"__EF_END_{secrets.token_hex(8)}__"
         end = b"\n" + marker.encode() + b" "
-        payload = cmd.encode("utf-8", errors="surrogateescape")
+        payload = cmd.encode("utf-8", errors="surrogateescape").replace(b"\0", b"")
         started = time.perf_counter()
         buf = _CappedBuffer(limit, keep_tail=len(end) + 4096)
-        self._writer.write(f"{len(payload)} {marker}\n".encode() + payload)
+        self._writer.write(marker.encode() + b"\n" + payload + b"\0")
         timed_out, note = False, ""
         # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends, and
         # its task of its own costs two more turns of the event loop on every command
