@@ -65,6 +65,12 @@ ARCHIVE_SCRIPT = (
     '--warning=no-file-changed --warning=no-file-removed -T -'
 )
 
+# Inboxes up to this size reach a child over its own fresh shell session (`head -c N | tar -x`
+# as the child's user, before the agent ever acted in that child); larger ones through the
+# engine's archive API, which starts a process per call (about 0.2 to 0.4 s each with 8 children
+# on 2 cores) but copies many megabytes faster than a stream.
+INBOX_STREAM_MAX = 16 << 20
+
 # the variables a child keeps as its own (they name the machine or the shell, not the agent's work)
 OWN_VARIABLES = ("HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_")
 
@@ -268,7 +274,14 @@ async def receive(child: DockerSandbox, changes: Changes, archive: bytes, restor
         raise SandboxError(f"fork into sandbox {child.id}: its user has no writable home to receive the parent's "
                            f"changes in: {home.output[-200:]}")
     name, data = payload or inbox(changes, archive)
-    await _in_thread(child._api.put_archive, child.container.id, folder, data)
+    if len(data) <= INBOX_STREAM_MAX:  # over the child's open session: no process in the engine
+        res = await child._session.exec_with_data(
+            f"head -c {len(data)} | tar -x -f - -C {_q(folder)} --no-same-owner", data, 600, 64 << 10)
+        if res.exit_code != 0:
+            raise SandboxError(f"fork into sandbox {child.id}: receiving the parent's changes failed: "
+                               f"{res.output[-300:]}")
+    else:  # the engine's archive API: it holds a large archive better than a stream through a shell
+        await _in_thread(child._api.put_archive, child.container.id, folder, data)
     box = _q(f"{folder.rstrip('/')}/{name}")
     res = await child.exec(
         f"if xargs -0 -r rm -rf -- < {box}/deleted && xargs -0 -r sh -c {_q(MISSING_SCRIPT)} sh < {box}/missing "

@@ -9,7 +9,12 @@ newline, the command text and a NUL byte (bash strings cannot hold NUL, so a com
 its own message early: NULs are dropped from it first); the driver reads the message with
 `read -d ''` (never through argv), `eval`s the text after the first line with stdin from
 /dev/null and stderr merged into stdout, and prints `\\n<marker> <exit code> <cwd>\\n`. The
-marker is random per command, so a command's output cannot fake the end of another's. (An
+marker is random per command, so a command's output cannot fake the end of another's.
+
+Data: a message whose first line is `+<marker>` is followed by raw bytes, and its command (the
+host's own, e.g. `head -c N > file`; see `exec_with_data`) runs with the session's stdin, so it
+reads exactly those bytes. Only the host writes a message's first line, so a command of the
+agent's always runs with stdin from /dev/null. (An
 earlier protocol sent the byte length and read it with `read -N` under `LC_ALL=C`, whose
 locale switch twice a command cost about 15% of a round trip.)
 
@@ -34,7 +39,8 @@ DRIVER = r"""exec 2>&1
 printf '__EF_READY__ %d\n' "$$"
 while IFS= read -r -d '' __ef_msg; do
   __ef_mark=${__ef_msg%%$'\n'*}
-  eval "${__ef_msg#*$'\n'}" </dev/null
+  if [[ $__ef_mark == +* ]]; then __ef_mark=${__ef_mark#+}; eval "${__ef_msg#*$'\n'}"
+  else eval "${__ef_msg#*$'\n'}" </dev/null; fi
   printf '\n%s %d %s\n' "$__ef_mark" "$?" "$PWD"
 done
 """
@@ -171,14 +177,27 @@ class ShellSession:
                 await self.start(self.cwd)
             return await self._run(cmd, timeout, limit)
 
-    async def _run(self, cmd: str, timeout: float, limit: int) -> ExecResult:
+    async def exec_with_data(self, cmd: str, data: bytes, timeout: float, limit: int) -> ExecResult:
+        """Run `cmd`, the host's own, with `data` on its stdin (it must read exactly len(data)
+        bytes, e.g. `head -c N`): bytes into the container over the open stream, no process
+        started by the engine. Never for an agent's command."""
+        async with self._lock:
+            if self._writer is None:
+                await self.start(self.cwd)
+            return await self._run(cmd, timeout, limit, data)
+
+    async def _run(self, cmd: str, timeout: float, limit: int, data: bytes | None = None) -> ExecResult:
         assert self._writer is not None
         marker = f"__EF_END_{secrets.token_hex(8)}__"
         end = b"\n" + marker.encode() + b" "
         payload = cmd.encode("utf-8", errors="surrogateescape").replace(b"\0", b"")
         started = time.perf_counter()
         buf = _CappedBuffer(limit, keep_tail=len(end) + 4096)
-        self._writer.write(marker.encode() + b"\n" + payload + b"\0")
+        if data is None:
+            self._writer.write(marker.encode() + b"\n" + payload + b"\0")
+        else:
+            self._writer.write(b"+" + marker.encode() + b"\n" + payload + b"\0")
+            self._writer.write(data)
         timed_out, note = False, ""
         # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as it ends, and
         # its task of its own costs two more turns of the event loop on every command

@@ -112,6 +112,26 @@ def test_binary_and_non_utf8_output_survive(sandbox_run):
     sandbox_run(body)
 
 
+def test_commands_never_read_the_session_stream_and_host_data_arrives_exact(sandbox_run):
+    """An agent's command gets end-of-file on stdin at once (the stream carries the protocol); the
+    host's own data messages (a fork's inbox) reach their command byte for byte, NULs included,
+    and the session goes on in step. A NUL in a command is dropped, never a message boundary."""
+    import hashlib
+
+    data = bytes(range(256)) * 4096 + b"\0tail"
+
+    async def body(sb):
+        res = await sb.exec("cat; echo after-cat", timeout=10)
+        assert res.output == "after-cat\n" and not res.timed_out
+        got = await sb._session.exec_with_data(f"head -c {len(data)} | sha256sum", data, 60, 4096)
+        assert got.exit_code == 0 and got.output.split()[0] == hashlib.sha256(data).hexdigest()
+        res = await sb.exec("echo a\0echo b; echo c")
+        assert res.output == "aecho b\nc\n" and res.exit_code == 0
+        assert (await sb.exec("echo still in step")).output == "still in step\n"
+
+    sandbox_run(body)
+
+
 def test_files_in_and_out_without_argv(sandbox_run):
     async def body(sb):
         payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
