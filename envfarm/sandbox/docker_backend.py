@@ -138,18 +138,22 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def hijacked_stream(sock: Any) -> tuple[socket.socket, bytes]:
-    """The raw socket of a hijacked `exec_start(socket=True)`, non-blocking, and the bytes the
-    HTTP client had already read past the response's headers. The engine may send the
-    command's first frames in the same read as the headers (a loaded machine, a command that
-    prints at once); the SDK's socket object skips its reader's buffer, so without these bytes
-    the stream starts mid-way."""
+def hijacked_stream(sock: Any) -> tuple[socket.socket, bytes, Any]:
+    """The raw socket of a hijacked `exec_start(socket=True)`, non-blocking; the bytes the HTTP
+    client had already read past the response's headers; and the SDK's socket object, which the
+    caller must keep referenced for as long as it uses the raw socket.
+
+    Early bytes: the engine may send the command's first frames in the same read as the headers
+    (a loaded machine, a command that prints at once); the SDK's socket object skips its
+    reader's buffer, so without these bytes the stream starts mid-way. The SDK's object: it
+    holds the HTTP response, and a response the garbage collector takes closes the connection's
+    file descriptor under whoever still uses the raw socket (seen as EBADF on a session's write)."""
     raw = getattr(sock, "_sock", sock)
     raw.setblocking(False)
     response = getattr(sock, "_response", None)
     reader = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
     early = reader.read1(1 << 20) if reader is not None else b""
-    return raw, early or b""
+    return raw, early or b"", sock
 
 
 async def _in_thread(fn, *args, **kwargs):
@@ -170,6 +174,7 @@ class DockerSandbox:
         self.expires_at = time.monotonic() + owner_lease.max_lifetime_s(spec.max_lifetime_s) - 1.0
         self._api = docker_client().api
         self.requested_spec = spec  # the spec as the caller gave it (before adapting): a fork's children's
+        self._shell_stream: Any = None  # the SDK's object of the session's exec (see hijacked_stream)
         self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
         self._closed = False
         self._counters = {"oom_kill": 0, "max": 0}
@@ -295,7 +300,7 @@ class DockerSandbox:
         full = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in clean.items()), *argv]
         started = time.perf_counter()
 
-        def start() -> tuple[str, socket.socket, bytes]:
+        def start() -> tuple[str, socket.socket, bytes, Any]:
             exec_id = self._api.exec_create(self.container.id, full, stdin=stdin is not None, stdout=True,
                                             stderr=True, user=self.spec.user, workdir="/")["Id"]
             return exec_id, *hijacked_stream(self._api.exec_start(exec_id, socket=True))
@@ -303,7 +308,7 @@ class DockerSandbox:
         out, err = bytearray(), bytearray()
         truncated = timed_out = False
         try:
-            exec_id, raw, early = await _in_thread(start)
+            exec_id, raw, early, _keep = await _in_thread(start)  # _keep: see hijacked_stream
             reader, writer = await asyncio.open_unix_connection(sock=raw, limit=1 << 20) \
                 if raw.family == socket.AF_UNIX else await asyncio.open_connection(sock=raw, limit=1 << 20)
 
@@ -537,6 +542,7 @@ class DockerSandbox:
                 stderr=True, user=self.spec.user, workdir=self.spec.workdir,
                 environment=self.spec.env or None)["Id"]
             sock = self._api.exec_start(exec_id, socket=True)
+            self._shell_stream = sock  # kept while the session uses its raw socket: see hijacked_stream
             return exec_id, getattr(sock, "_sock", sock)
 
         try:

@@ -58,7 +58,7 @@ def test_frames_sent_with_the_headers_are_not_lost(tmp_path: Path):
     sock_path = tmp_path / "engine.sock"
     thread = engine_answering_in_one_write(sock_path, payload)
     api = docker.APIClient(base_url=f"unix://{sock_path}", version="1.41")
-    raw, early = hijacked_stream(api.exec_start("abc", socket=True))
+    raw, early, _ = hijacked_stream(api.exec_start("abc", socket=True))
     assert early + read_all(raw) == payload
     thread.join(5)
 
