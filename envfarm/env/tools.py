@@ -53,7 +53,13 @@ class ToolRunner:
         if problem:
             result.output, result.error = problem, True
         elif call.name == "bash":
-            await self._bash(call.arguments["command"], result, timeout or self.command_timeout_s)
+            try:
+                await self._bash(call.arguments["command"], result, timeout or self.command_timeout_s)
+            except SandboxError:
+                raise  # the sandbox itself: CodingEnv attributes it
+            except Exception as exc:  # noqa: BLE001 - the agent's input broke the tool, not the farm
+                result.output = f"Error: the command could not be run ({type(exc).__name__}: {exc})"
+                result.error = True
         elif call.name == "str_replace_editor":
             try:
                 result.output = await self.editor.run(call.arguments)

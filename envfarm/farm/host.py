@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -220,25 +221,24 @@ class EnvHostImpl:
         self.running += len(slots)
         started = time.time()
 
-        def failure(kind: ErrorKind, error: str) -> list[Trajectory]:
+        def failure(exc: BaseException, of: list[EpisodeSlot] = slots) -> list[Trajectory]:
+            kind, error = _fault(exc)
             return [Trajectory.failure(instance_id=task.instance_id, repo=task.repo, run=self.config.run, kind=kind,
                                        error=error, end_reason=EndReason.SETUP_ERROR, **slot.record_fields())
-                    for slot in slots]
+                    for slot in of]
 
         common = dict(pool=pool, policy=self._policy_for(), grader=self._grader_for(),
                       env_config=self.config.env_config, task_image=self.task_image, on_running=self._count_running)
         try:
-            if branch_at is None:
-                records = list(await asyncio.gather(*(run_farm_episode(task, slot=slot, **common) for slot in slots)))
+            if branch_at is None:  # one episode's fault is its own record, never its siblings'
+                outcomes = await asyncio.gather(*(run_farm_episode(task, slot=slot, **common) for slot in slots),
+                                                return_exceptions=True)
+                records = [_record_of(o, lambda exc, s=slot: failure(exc, [s])[0])
+                           for o, slot in zip(outcomes, slots, strict=True)]
             else:
                 records = await run_farm_group(task, slots=slots, branch_at=branch_at, **common)
-        except ImageMissingError as exc:
-            records = failure(ErrorKind.IMAGE_MISSING, str(exc))
-        except (SandboxError, OSError) as exc:
-            records = failure(ErrorKind.INFRASTRUCTURE, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug in one episode must not take the host down
-            records = failure(ErrorKind.INFRASTRUCTURE,
-                              f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            records = failure(exc)
         finally:
             self.running -= len(slots)
         for record in records:
@@ -331,6 +331,27 @@ def _open_files() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 0
+
+
+def _fault(exc: BaseException) -> tuple[ErrorKind, str]:
+    """The error kind and text of an episode that raised instead of returning its record."""
+    if isinstance(exc, ImageMissingError):
+        return ErrorKind.IMAGE_MISSING, str(exc)
+    if isinstance(exc, (SandboxError, OSError)):
+        return ErrorKind.INFRASTRUCTURE, str(exc)
+    trace = "".join(traceback.format_exception(exc, limit=5))
+    return ErrorKind.INFRASTRUCTURE, f"{exc.__class__.__name__}: {exc}\n{trace}"
+
+
+def _record_of(outcome: Trajectory | BaseException,
+               failed: Callable[[BaseException], Trajectory]) -> Trajectory:
+    """A gathered episode's record: its own, or `failed(exc)` for an exception it raised; a
+    cancellation (or an interpreter exit) goes on up as it came."""
+    if isinstance(outcome, Trajectory):
+        return outcome
+    if not isinstance(outcome, Exception):
+        raise outcome
+    return failed(outcome)
 
 
 def make_host_actor_class(max_concurrency: int):

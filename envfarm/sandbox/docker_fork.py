@@ -32,6 +32,7 @@ import asyncio
 import dataclasses
 import io
 import os
+import re
 import secrets
 import stat
 import tarfile
@@ -220,6 +221,9 @@ def archive_members(archive: bytes) -> set[str]:
         raise SandboxError(f"fork: the parent's archive cannot be read: {exc}") from exc
 
 
+_UMASK = re.compile(r"[0-7]{1,4}")  # anything else (a shell function named `builtin` printed it): the default
+
+
 def restore_script(exports: str, umask: str, cwd: str) -> str:
     """Shell lines that make a fresh session's exported variables those of `exports` (the
     parent's `export -p`), less OWN_VARIABLES, then set the umask and the working directory."""
@@ -227,7 +231,7 @@ def restore_script(exports: str, umask: str, cwd: str) -> str:
     keep = "; ".join(f"__ef_keep_{v}=${{{v}-}}" for v in own)
     back = "; ".join(f"export {v}=\"$__ef_keep_{v}\"; builtin unset __ef_keep_{v}" for v in own)
     return (f"{keep}\nfor __ef_v in $(builtin compgen -e); do builtin unset \"$__ef_v\" 2>/dev/null; done; "
-            f"builtin unset __ef_v\n{exports}\n{back}\nbuiltin umask {umask or '0022'}\n"
+            f"builtin unset __ef_v\n{exports}\n{back}\nbuiltin umask {umask if _UMASK.fullmatch(umask) else '0022'}\n"
             f"builtin cd -- {_q(cwd)} 2>/dev/null || true")
 
 

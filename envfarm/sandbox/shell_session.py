@@ -98,6 +98,18 @@ class _CappedBuffer:
             self.dropped += excess
 
 
+def command_bytes(cmd: str) -> bytes:
+    """A command's bytes for the driver: UTF-8, raw bytes kept (surrogateescape), a lone
+    surrogate of any other kind (JSON's "\\ud800" decodes to one) as U+FFFD, never an encoding
+    error that would end the episode as an infrastructure fault; NULs dropped (see the protocol)."""
+    try:
+        data = cmd.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:
+        data = "".join("\ufffd" if "\ud800" <= c <= "\udfff" and not "\udc80" <= c <= "\udcff" else c
+                       for c in cmd).encode("utf-8", errors="surrogateescape")
+    return data.replace(b"\0", b"")
+
+
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
@@ -190,7 +202,7 @@ class ShellSession:
         assert self._writer is not None
         marker = f"__EF_END_{secrets.token_hex(8)}__"
         end = b"\n" + marker.encode() + b" "
-        payload = cmd.encode("utf-8", errors="surrogateescape").replace(b"\0", b"")
+        payload = command_bytes(cmd)
         started = time.perf_counter()
         buf = _CappedBuffer(limit, keep_tail=len(end) + 4096)
         if data is None:

@@ -225,3 +225,19 @@ def test_a_shell_function_that_breaks_the_editor_is_an_editor_error(task):
         assert terminated and reward == 0.0 and not info["masked"], info.get("error")
     finally:
         env.close()
+
+
+def test_a_lone_surrogate_in_a_command_is_the_agents_outcome(task):
+    """JSON's "\\ud800" decodes to a lone surrogate that UTF-8 cannot encode: it used to raise out of
+    the session and end the episode (and every sibling on its host) as masked infrastructure."""
+    call = '<tool_call>{"name": "bash", "arguments": {"command": "echo x\\ud800y; echo after"}}</tool_call>'
+
+    class Surrogate(AttackPolicy):
+        async def act(self, messages, tools):
+            turn = sum(m["role"] == "assistant" for m in messages)
+            return Completion(text=call if turn == 0 else SUBMIT)
+
+    env = CodingEnv(max_turns=3)
+    traj = asyncio.run(run_episode(env, Surrogate(), task))
+    assert_earns_nothing(traj)
+    assert traj.error_kind is None and "after" in traj.turns[0].observation, traj.turns[0].observation[:200]

@@ -93,6 +93,37 @@ def test_sim_backend_makes_sandboxes_that_state_the_pool_contract():
     assert backend.ensure_image("anything:1") == "present"
 
 
+def test_one_episode_that_raises_is_its_own_failure_never_its_siblings(monkeypatch):
+    """A group's episodes run side by side on a host: an exception out of one of them (a bug, or
+    an agent's input that broke something) is that slot's infrastructure record; the others keep
+    their own records."""
+    import envfarm.farm.host_episode as host_episode
+    from envfarm.errors import ErrorKind
+
+    task = load_builtin()[0]
+    host = EnvHostImpl(HostConfig(host_id="t/host-0", run="t", slots=3, backend="sim", sim_profile={
+        **FAST, "resolve_rate": 1.0}, policy="sim", policy_kwargs={"think_s": 0.0, "turns": 2}))
+    real = host_episode.run_farm_episode
+
+    async def flaky(task, *, slot, **kwargs):
+        if slot.member == 1:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return await real(task, slot=slot, **kwargs)
+
+    monkeypatch.setattr(host_episode, "run_farm_episode", flaky)
+    slots = [EpisodeSlot(episode_id=f"e{i}", group_id="g0", member=i) for i in range(3)]
+
+    async def main():
+        records = await host.run_group(task.model_dump(), slots)
+        await host.shutdown()
+        return records
+
+    records = asyncio.run(main())
+    assert [r.episode_id for r in records] == ["e0", "e1", "e2"]
+    assert records[1].error_kind == ErrorKind.INFRASTRUCTURE and "UnicodeEncodeError" in records[1].error
+    assert [r.error_kind for r in (records[0], records[2])] == [None, None] and records[0].resolved
+
+
 def test_a_host_on_the_sim_backend_runs_an_episode_without_docker_or_ray():
     task = load_builtin()[0]
     host = EnvHostImpl(HostConfig(host_id="t/host-0", run="t", slots=2, backend="sim", sim_profile={

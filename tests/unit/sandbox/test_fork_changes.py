@@ -65,3 +65,10 @@ def test_the_restore_script_keeps_the_childs_own_variables():
     assert script.index("__ef_keep_HOSTNAME=${HOSTNAME-}") < script.index('declare -x HOSTNAME="parent"') \
         < script.index('export HOSTNAME="$__ef_keep_HOSTNAME"')
     assert script.endswith("builtin umask 0027\nbuiltin cd -- '/testbed/it'\\''s' 2>/dev/null || true")
+
+
+def test_a_umask_that_is_not_octal_digits_never_reaches_the_childs_shell():
+    """The parent's shell prints its own umask, and a function named `builtin` there can make it
+    print anything: only octal digits are pasted, else the default."""
+    script = restore_script("", "0002; touch /tmp/owned", "/testbed")
+    assert "touch" not in script and "builtin umask 0022\n" in script
