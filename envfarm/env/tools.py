@@ -36,6 +36,11 @@ class ToolResult:
         return {**self.__dict__, "arguments": dict(self.arguments)}  # shallow: asdict deep-copies
 
 
+# what an unexpected error inside a tool says to the agent (the episode goes on: never the farm's fault)
+TOOL_BROKE = {"bash": "the command could not be run",
+              "str_replace_editor": "the editor could not complete this command"}
+
+
 class ToolRunner:
     """The tools of one episode, bound to its sandbox."""
 
@@ -52,22 +57,18 @@ class ToolRunner:
         problem = self._check(call)
         if problem:
             result.output, result.error = problem, True
-        elif call.name == "bash":
+        elif call.name in TOOL_BROKE:
             try:
-                await self._bash(call.arguments["command"], result, timeout or self.command_timeout_s)
+                if call.name == "bash":
+                    await self._bash(call.arguments["command"], result, timeout or self.command_timeout_s)
+                else:
+                    result.output = await self.editor.run(call.arguments)
+                    result.error = result.output.startswith("Error:")
             except SandboxError:
                 raise  # the sandbox itself: CodingEnv attributes it
-            except Exception as exc:  # noqa: BLE001 - the agent's input broke the tool, not the farm
-                result.output = f"Error: the command could not be run ({type(exc).__name__}: {exc})"
+            except Exception as exc:  # noqa: BLE001 - what the agent did (its input, its sandbox) broke the tool
+                result.output = f"Error: {TOOL_BROKE[call.name]} ({type(exc).__name__}: {exc})"
                 result.error = True
-        elif call.name == "str_replace_editor":
-            try:
-                result.output = await self.editor.run(call.arguments)
-            except SandboxError:
-                raise  # the sandbox itself: CodingEnv attributes it
-            except Exception as exc:  # noqa: BLE001 - what the agent did to its own sandbox broke the editor
-                result.output = f"Error: the editor could not complete this command ({type(exc).__name__}: {exc})"
-            result.error = result.output.startswith("Error:")
         elif call.name == "submit":
             result.output = "Submitted."
         result.output = truncate_middle(result.output, self.max_output_chars)

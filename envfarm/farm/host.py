@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -233,8 +232,13 @@ class EnvHostImpl:
             if branch_at is None:  # one episode's fault is its own record, never its siblings'
                 outcomes = await asyncio.gather(*(run_farm_episode(task, slot=slot, **common) for slot in slots),
                                                 return_exceptions=True)
-                records = [_record_of(o, lambda exc, s=slot: failure(exc, [s])[0])
-                           for o, slot in zip(outcomes, slots, strict=True)]
+                records = []
+                for outcome, slot in zip(outcomes, slots, strict=True):
+                    if isinstance(outcome, BaseException):
+                        if not isinstance(outcome, Exception):  # a cancellation goes on up as it came
+                            raise outcome
+                        outcome = failure(outcome, [slot])[0]
+                    records.append(outcome)
             else:
                 records = await run_farm_group(task, slots=slots, branch_at=branch_at, **common)
         except Exception as exc:  # noqa: BLE001 - a bug in one episode must not take the host down
@@ -341,17 +345,6 @@ def _fault(exc: BaseException) -> tuple[ErrorKind, str]:
         return ErrorKind.INFRASTRUCTURE, str(exc)
     trace = "".join(traceback.format_exception(exc, limit=5))
     return ErrorKind.INFRASTRUCTURE, f"{exc.__class__.__name__}: {exc}\n{trace}"
-
-
-def _record_of(outcome: Trajectory | BaseException,
-               failed: Callable[[BaseException], Trajectory]) -> Trajectory:
-    """A gathered episode's record: its own, or `failed(exc)` for an exception it raised; a
-    cancellation (or an interpreter exit) goes on up as it came."""
-    if isinstance(outcome, Trajectory):
-        return outcome
-    if not isinstance(outcome, Exception):
-        raise outcome
-    return failed(outcome)
 
 
 def make_host_actor_class(max_concurrency: int):

@@ -541,9 +541,8 @@ class DockerSandbox:
                 self.container.id, ["bash", "--noprofile", "--norc"], stdin=True, stdout=True,
                 stderr=True, user=self.spec.user, workdir=self.spec.workdir,
                 environment=self.spec.env or None)["Id"]
-            sock = self._api.exec_start(exec_id, socket=True)
-            self._shell_stream = sock  # kept while the session uses its raw socket: see hijacked_stream
-            return exec_id, getattr(sock, "_sock", sock)
+            raw, _, self._shell_stream = hijacked_stream(self._api.exec_start(exec_id, socket=True))
+            return exec_id, raw  # nothing comes before the driver's ready line: no early bytes to keep
 
         try:
             return await _in_thread(start)
