@@ -17,14 +17,15 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from envfarm.suitegen.suite import read_state_records
+
 
 def rates(state_dirs: list[Path]) -> dict:
     per: dict[str, dict[str, float]] = defaultdict(lambda: {"tried": 0, "accepted": 0, "seconds": 0.0})
     secs: list[float] = []
     for d in state_dirs:
-        for f in sorted(d.glob("*.state.jsonl")):
-            for line in f.read_text().splitlines():
-                rec = json.loads(line)
+        for f in sorted(d.glob("*.state.jsonl*")):
+            for rec in read_state_records(f):
                 p = per[rec["project"]]
                 p["tried"] += 1
                 p["accepted"] += rec["status"] == "accepted"
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("state_dirs", nargs="+", type=Path, help="--state-dir folders of generate_suite.py runs")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args(argv)
-    missing = [str(d) for d in args.state_dirs if not any(d.glob("*.state.jsonl"))]
+    missing = [str(d) for d in args.state_dirs if not any(d.glob("*.state.jsonl*"))]
     if missing:
-        ap.error(f"no *.state.jsonl in {missing}: pass generate_suite.py's --state-dir folders")
+        ap.error(f"no *.state.jsonl(.gz) in {missing}: pass generate_suite.py's --state-dir folders")
     out = rates(args.state_dirs)
     if not args.json:
         for name, p in out["per_project"].items():

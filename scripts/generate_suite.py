@@ -11,7 +11,9 @@ combined), `reimplement` (a function body removed), `contract_change` (a helper'
 reordered in its own module only); each new kind goes to `<project>.<kind>.jsonl`.
 
 Interrupt it at any time: finished candidates are in the state file and a rerun with the same
-seed skips them. Writes envfarm/tasks/builtin/<project>.jsonl and docs/TASKS.md.
+seed skips them. The state (envfarm/suitegen/state/: one gzip record per finished candidate and
+each project's baseline) is in the repository: commit it, and the next run, on any machine,
+continues where this one stopped. Writes envfarm/tasks/builtin/<project>.jsonl and docs/TASKS.md.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
-from envfarm.sandbox.images import CACHE_DIR, build_repo, load_projects
+from envfarm.sandbox.images import build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
 from envfarm.suitegen.restate import restate_project
@@ -37,6 +39,7 @@ from envfarm.tasks.loading import BUILTIN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_REPRO = "no reproduction snippet fails on the bug and runs on the fix (no issue statement)"
+STATE_DIR = ROOT / "envfarm" / "suitegen" / "state"
 COMMAND = "python scripts/generate_suite.py --per-project 36 --seed 0 --workers 2"
 
 
@@ -48,7 +51,7 @@ async def run(args: argparse.Namespace) -> int:
     projects = load_projects()
     names = args.projects or [n for n in sorted(projects) if n not in args.skip]
     state_dir = Path(args.state_dir)
-    state = StateFile(state_dir / f"seed{args.seed}.state.jsonl")
+    state = StateFile(state_path(state_dir, args.seed))
     sem = asyncio.Semaphore(args.workers)
     runs: list[ProjectRun] = []
     for name in names:
@@ -146,6 +149,12 @@ def run_records(state: StateFile, run_id: str) -> list[dict]:
     return [rec for rec in state.records.values() if rec.get("run") == run_id and not rec.get("restated")]
 
 
+def state_path(state_dir: Path, seed: int) -> Path:
+    """The seed's state file: gzip JSONL, or the plain JSONL an older run left there."""
+    plain = state_dir / f"seed{seed}.state.jsonl"
+    return plain if plain.exists() else state_dir / f"seed{seed}.state.jsonl.gz"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", nargs="*", default=["single"], choices=KINDS,
@@ -158,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-candidates", type=int, default=400, help="candidates to try per project at most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="sandboxes validating at once")
-    parser.add_argument("--state-dir", default=str(CACHE_DIR / "suite"), help="where finished candidates are kept")
+    parser.add_argument("--state-dir", default=str(STATE_DIR),
+                        help="where finished candidates and project baselines are kept (default: in the repository, "
+                             "so a later run on any machine continues; commit it)")
     parser.add_argument("--fresh", action="store_true", help="forget finished candidates (and baselines) first")
     parser.add_argument("--out", default=str(BUILTIN_DIR))
     parser.add_argument("--no-summary", dest="summary", action="store_false", help="do not rewrite docs/TASKS.md")
@@ -169,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                              "state file (RUN_ID: the `run` field of its records)")
     args = parser.parse_args(argv)
     if args.rates_of:
-        state = StateFile(Path(args.state_dir) / f"seed{args.seed}.state.jsonl")
+        state = StateFile(state_path(Path(args.state_dir), args.seed))
         print(json.dumps(figures(run_records(state, args.rates_of), None, args.workers)))
         return 0
     if args.collect_only:

@@ -1,8 +1,11 @@
 """Warm pools: sandboxes created ahead of demand, per image, liveness-checked before hand-out.
 
-Sandboxes are single-use: an agent's sandbox and a grading sandbox both need a pristine copy of
-the image, so a released sandbox is closed and the pool refills behind it. Every create goes
-through AdmissionControl, so a burst of demand never becomes a burst stuck in "starting".
+An agent's sandbox and a grading sandbox both need a pristine copy of the image: a released
+sandbox is closed and the pool refills behind it, unless the pool recycles (`recycle=True`) and
+the sandbox can be reset to its first state and verified so (a Docker sandbox where this process
+may read the engine's storage, see envfarm.sandbox.docker_recycle); then it goes back to its
+image's queue, and one that fails the reset is closed. Every create goes through
+AdmissionControl, so a burst of demand never becomes a burst stuck in "starting".
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from envfarm.farm.admission import AdmissionControl
 from envfarm.sandbox.base import Sandbox, SandboxError, SandboxFactory, SandboxSpec
@@ -27,11 +31,12 @@ class WarmPool:
     def __init__(self, create: SandboxFactory, admission: AdmissionControl, warm_size: int = 0,
                  liveness_timeout: float = 5.0, spec_for: Callable[[str], SandboxSpec] | None = None,
                  liveness_interval: float = 30.0, min_life_left_s: float = 0.0,
-                 user_of: Callable[[str], str] | None = None) -> None:
+                 user_of: Callable[[str], str] | None = None, recycle: bool = False) -> None:
         """`min_life_left_s`: a warm sandbox closer than this to its maximum lifetime (a sandbox's
         `expires_at`, where it has one) is not handed out: it would remove itself mid-episode.
         `user_of(image)`: the image's own user (SandboxBackend.image_user), for specs that ask
-        for it (`user=None`, grading): the same user as the pool's is served from the pool."""
+        for it (`user=None`, grading): the same user as the pool's is served from the pool.
+        `recycle`: reset released sandboxes for the next acquire of their image (see above)."""
         self._create = create
         self.admission = admission
         self.warm_size = warm_size
@@ -42,6 +47,7 @@ class WarmPool:
         self._user_of = user_of or (lambda image: "agent")
         self._ready: dict[str, collections.deque[Sandbox]] = collections.defaultdict(collections.deque)
         self._filling: dict[str, int] = collections.defaultdict(int)
+        self._returning: dict[str, int] = collections.defaultdict(int)  # released, being recycled
         self._tasks: set[asyncio.Task] = set()
         self._closing: set[asyncio.Task] = set()  # removals of released sandboxes, never cancelled
         self.busy = 0
@@ -51,6 +57,11 @@ class WarmPool:
         self.acquire_seconds: collections.deque[float] = collections.deque(maxlen=100_000)
         self.warm_hits = 0
         self.cold_creates = 0
+        self.recycle = recycle
+        self.recycled = 0  # resets that passed their verification
+        self.recycle_failures = 0  # released sandboxes closed because their reset failed
+        self.recycled_hits = 0  # acquires served by a recycled sandbox
+        self.recycle_seconds: collections.deque[float] = collections.deque(maxlen=100_000)
         self._closed = False
 
     # -- hand-out ------------------------------------------------------------------------------
@@ -73,6 +84,7 @@ class WarmPool:
             self._refill(image)
             if await self._alive(sandbox):
                 self.warm_hits += 1
+                self.recycled_hits += getattr(sandbox, "uses", 0) > 0
                 return self._handed_out(sandbox, started)
             self.dead_on_acquire += 1
             await self._discard(sandbox)
@@ -87,12 +99,47 @@ class WarmPool:
         return sandbox
 
     async def release(self, sandbox: Sandbox) -> None:
-        """Close a used sandbox (never reused: it is no longer pristine), in the background: the
-        episode or grading that used it need not wait for the container's removal."""
+        """Close a used sandbox, or with `recycle` reset it for the next acquire of its image
+        (closed if the reset fails), in the background: the episode or grading that used it
+        need not wait."""
         self.busy -= 1
-        task = asyncio.get_running_loop().create_task(self._discard(sandbox))
+        if self._recyclable(sandbox):
+            self._returning[sandbox.requested_spec.image] += 1  # type: ignore[attr-defined]
+            work = self._recycle(sandbox)
+        else:
+            work = self._discard(sandbox)
+        task = asyncio.get_running_loop().create_task(work)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _recyclable(self, sandbox: Sandbox) -> bool:
+        spec = getattr(sandbox, "requested_spec", None)
+        return (self.recycle and not self._closed and spec is not None and hasattr(sandbox, "recycle")
+                and getattr(sandbox, "_pristine", None) is not None and spec == self._spec_for(spec.image))
+
+    async def _recycle(self, sandbox: Any) -> None:
+        image = sandbox.requested_spec.image
+        started = time.perf_counter()
+        ok = False
+        try:
+            await sandbox.recycle()
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - a failed reset only costs the sandbox
+            self.recycle_failures += 1
+            log.info("sandbox %s not recycled: %s", sandbox.id, exc)
+        finally:
+            self._returning[image] -= 1
+            if not ok:  # failed, or cancelled mid-way: never handed out again
+                await self._discard(sandbox)
+                self._refill(image)
+        if not ok:
+            return
+        self.recycle_seconds.append(time.perf_counter() - started)
+        self.recycled += 1
+        if self._closed or len(self._ready[image]) >= self.warm_size + self.busy + 1:
+            await self._discard(sandbox)  # more ready than any demand seen: not kept idle
+        else:
+            self._ready[image].append(sandbox)
 
     async def _alive(self, sandbox: Sandbox) -> bool:
         """Dead if its stream closed (a killed container or engine closes it), or too near its
@@ -126,7 +173,7 @@ class WarmPool:
     def _refill(self, image: str) -> None:
         if self._closed:
             return
-        deficit = self.warm_size - len(self._ready[image]) - self._filling[image]
+        deficit = self.warm_size - len(self._ready[image]) - self._filling[image] - self._returning[image]
         for _ in range(max(0, deficit)):
             self._filling[image] += 1
             task = asyncio.get_running_loop().create_task(self._fill_one(image))
@@ -154,6 +201,8 @@ class WarmPool:
                 self.create_failures += 1
                 raise
         self.created += 1
+        if self.recycle and hasattr(sandbox, "mark_pristine"):
+            await sandbox.mark_pristine()  # its first state, before anyone used it
         return sandbox
 
     # -- state ---------------------------------------------------------------------------------
@@ -168,6 +217,9 @@ class WarmPool:
             "dead_on_acquire": self.dead_on_acquire,
             "warm_hits": self.warm_hits,
             "cold_creates": self.cold_creates,
+            "recycled": self.recycled,
+            "recycle_failures": self.recycle_failures,
+            "recycled_hits": self.recycled_hits,
         }
 
     async def close(self) -> None:

@@ -78,10 +78,12 @@ COUNTERS = (
 )
 
 # PID 1 of a sandbox runs as nobody (PID1_USER), the commands as SandboxSpec.user: a process of
-# another user can neither signal nor ptrace it. It handles no signal but SIGCHLD (to reap the orphans it
-# adopts), and in a PID namespace the kernel drops every signal its init has no handler for, even
-# from root inside the container: `kill -TERM 1`, `kill -9 1`, `kill -STOP 1` do nothing. It never
-# forks, so exhausting the pids limit or killing its children cannot make it exit either.
+# another user can neither signal nor ptrace it. It handles no signal, and in a PID namespace the
+# kernel drops every signal its init has no handler for, even from root inside the container:
+# `kill -TERM 1`, `kill -9 1`, `kill -STOP 1` do nothing. It never forks, so exhausting the pids
+# limit or killing its children cannot make it exit either. It reaps the orphans it adopts (each a
+# zombie holding a slot of the pids limit until then) with `wait` whenever it wakes: at least every
+# 10 seconds, and at once on any line from its owner but `bye` (owner_lease.poke).
 #
 # It also ends the sandbox when nobody owns it any more (see envfarm.sandbox.owner_lease): it
 # blocks reading its stdin, which the owner holds over an attach connection, and exits (the
@@ -96,7 +98,7 @@ EXIT_RELEASED, EXIT_ORPHANED, EXIT_EXPIRED = 0, 3, 4
 PID1_SCRIPT = (
     "trap '' HUP INT QUIT ILL TRAP ABRT BUS FPE USR1 SEGV USR2 PIPE ALRM TERM STKFLT TSTP TTIN TTOU URG "
     "XCPU XFSZ VTALRM PROF WINCH IO PWR SYS; exec 3<>/dev/ptmx 2>/dev/null; "
-    "while :; do r=$(($2 - SECONDS)); ((r > 0)) || exit 4; read -r -t $r -u 0 l; s=$?; "
+    "while :; do r=$(($2 - SECONDS)); ((r > 0)) || exit 4; read -r -t $((r < 10 ? r : 10)) -u 0 l; s=$?; wait; "
     "if ((s == 0)); then [[ $l == bye ]] && exit 0; elif ((s <= 128)); then break; fi; done; "
     "end=$((SECONDS + $1)); while ((SECONDS < end && SECONDS < $2)); do "
     "read -r -t $((end - SECONDS)) -u 3 _ || :; done; ((SECONDS < $2)) && exit 3; exit 4"
@@ -184,6 +186,8 @@ class DockerSandbox:
         self.inodes_used = 0  # files, folders and links in the writable layer at the last check
         self._inodes_before: int | None = None  # the count at the last check of the running command
         self._disk_tripped = False  # the watchdog killed the running command
+        self.uses = 0  # episodes (or gradings) it served before this one: > 0 once recycled
+        self._pristine: Any = None  # its first state outside the image (docker_recycle.PlacesState)
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -224,6 +228,46 @@ class DockerSandbox:
         from envfarm.sandbox.docker_fork import fork
 
         return await fork(self, n, factory)
+
+    # -- reuse (see envfarm.sandbox.docker_recycle) ---------------------------------------
+    async def mark_pristine(self) -> bool:
+        """Record, before anyone used it, what a reset must give back besides the image (its
+        /dev tree, the engine's bound files); False where this process cannot verify a reset."""
+        from envfarm.sandbox import docker_recycle
+
+        if not docker_recycle.supported():
+            return False
+        try:
+            info = await _in_thread(self._api.inspect_container, self.container.id)
+            _, _, pid, files = docker_recycle.container_facts(info)
+            self._pristine = await _in_thread(docker_recycle.places_state, pid, files)
+        except (OSError, SandboxError, docker.errors.APIError) as exc:
+            log.debug("sandbox %s cannot be recycled: %s", self.id, exc)
+            return False
+        return True
+
+    async def recycle(self) -> None:
+        """Kill every process, give the writable layer back the image's content, verify it from
+        this machine and start a fresh shell session: the sandbox is then as first handed out.
+        NotRecyclable (a SandboxError) when any step fails: the caller closes it."""
+        from envfarm.sandbox import docker_recycle
+
+        if self._closed or self._pristine is None:
+            raise docker_recycle.NotRecyclable(f"sandbox {self.id} is closed or was not marked pristine")
+        try:
+            await docker_recycle.reset(self, self._pristine)
+            self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
+            await self._session.start(self.spec.workdir)
+            left = await self._session.exec(docker_recycle.IPC_CHECK, 10, 4096)
+        except docker_recycle.NotRecyclable:
+            raise
+        except (OSError, SandboxError, docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise docker_recycle.NotRecyclable(f"sandbox {self.id}: the reset failed: {exc}") from exc
+        if left.exit_code != 0 or left.output.strip() != "0":
+            raise docker_recycle.NotRecyclable(f"sandbox {self.id}: System V IPC objects were left")
+        self.uses += 1
+        self.disk_used = self.inodes_used = 0
+        self._inodes_before, self._disk_tripped = None, False
 
     async def __aenter__(self) -> DockerSandbox:
         return self

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # PID 1 exits at once on this line (the owner is done with the sandbox), and after the grace
 # period on end-of-file (the owner is gone).
 RELEASE = b"bye\n"
+REAP = b"reap\n"  # any other line wakes PID 1, which then reaps its dead children
 
 DEFAULT_GRACE_S = 10.0
 DEFAULT_MAX_LIFETIME_S = 4 * 3600.0
@@ -83,6 +84,21 @@ def drop(container_id: str, release: bool = False) -> None:
         sock = _leases.pop(container_id, None)
     if sock is not None:
         _close(sock, release)
+
+
+def poke(container_id: str) -> bool:
+    """Wake PID 1 of a sandbox this process holds (it reaps its dead children when it wakes);
+    False where no lease is held or the line could not be sent."""
+    with _lock:
+        raw = _raw(_leases.get(container_id))
+        if raw is None:
+            return False
+        try:
+            raw.settimeout(1.0)
+            raw.sendall(REAP)
+            return True
+        except OSError:
+            return False
 
 
 def held() -> list[str]:

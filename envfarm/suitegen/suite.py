@@ -9,6 +9,7 @@ launching candidates once it has enough accepted tasks.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import time
@@ -44,27 +45,55 @@ class Proposal(Protocol):
 
 
 class StateFile:
-    """Append-only record of finished candidates: {instance_id, project, status, reason, task?}."""
+    """Append-only record of finished candidates: {instance_id, project, status, reason, task?}.
+
+    A path ending in `.gz` is kept gzip-compressed, one gzip member appended per record (gzip
+    readers join members), so the suite's state can live in the repository at a tenth of its size
+    and an interruption costs at most the record being written.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.run_id = f"{os.getpid()}-{time.time():.0f}"  # marks the records this run adds (for rates)
         self.records: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by an interruption: that candidate is redone
-                    self.records[rec["instance_id"]] = rec
+        for rec in read_state_records(path):
+            self.records[rec["instance_id"]] = rec
 
     def add(self, record: dict[str, Any]) -> None:
         record = {**record, "run": self.run_id}
         self.records[record["instance_id"]] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        with self.path.open("ab") as fh:
+            fh.write(gzip.compress(line, mtime=0) if self.path.suffix == ".gz" else line)
+
+
+def read_state_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a state file (plain or gzip JSONL); a record cut by an interruption is
+    skipped, so that candidate is redone."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, gzip.BadGzipFile):  # the last member cut short: keep the whole ones
+            with gzip.open(path, "rb") as fh:
+                chunks = []
+                try:
+                    while chunk := fh.read(1 << 20):
+                        chunks.append(chunk)
+                except (EOFError, gzip.BadGzipFile):
+                    pass
+            raw = b"".join(chunks)
+    out = []
+    for line in raw.decode().splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""Recycled sandboxes: after a verified reset, a used sandbox is indistinguishable from a fresh one
+of its image to its next user; what cannot be reset is never handed out (envfarm.sandbox.docker_recycle)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from recycling import DIRTY_EPISODE, fingerprint, used_and_recycled
+
+from envfarm.farm.admission import AdmissionControl
+from envfarm.farm.pool import WarmPool
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox, list_containers
+from envfarm.sandbox.docker_recycle import NotRecyclable
+from envfarm.tasks.setup import prepare_repository
+
+pytestmark = pytest.mark.docker
+
+
+async def _fresh_print(image: str) -> str:
+    async with await DockerSandbox.create(SandboxSpec(image=image), run="test-recycle") as sb:
+        return await fingerprint(sb)
+
+
+def test_a_recycled_sandbox_is_the_fresh_one_to_its_next_user(inflection_image):
+    async def main():
+        fresh = await _fresh_print(inflection_image)
+        sb = await used_and_recycled(SandboxSpec(image=inflection_image))
+        try:
+            again = await fingerprint(sb)
+            await asyncio.sleep(0.5)  # a daemon left running would write again meanwhile
+            later = await sb.exec("cat /tmp/daemon 2>&1; python3 -c 'print(1)'; bash -ic true 2>&1; echo $FOO")
+            return fresh, again, later.output, sb.uses
+        finally:
+            await sb.close()
+
+    fresh, recycled, later, uses = asyncio.run(main())
+    assert "processes:" in fresh and "/testbed/setup.py" in fresh
+    assert recycled == fresh
+    assert "No such file" in later and "PLANTED" not in later
+    assert uses == 1
+
+
+def test_recycling_again_and_again_through_a_task_set_up_each_time(inflection_image, fixture_tasks):
+    task = fixture_tasks[0]
+
+    async def main():
+        fresh = await _fresh_print(task.image)
+        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="test-recycle")
+        heads = []
+        try:
+            assert await sb.mark_pristine()
+            for _ in range(3):
+                heads.append(await prepare_repository(sb, task))
+                await sb.exec(DIRTY_EPISODE, timeout=60)
+                await sb.recycle()
+            return fresh, await fingerprint(sb), heads, sb.uses
+        finally:
+            await sb.close()
+
+    fresh, recycled, heads, uses = asyncio.run(main())
+    assert recycled == fresh
+    assert heads == [task.base_commit] * 3  # the repository prepares the same each time
+    assert uses == 3
+
+
+def test_a_fork_bomb_left_running_is_killed_or_the_sandbox_is_never_reused(inflection_image):
+    bomb = "b() { b | b & }; (b) >/dev/null 2>&1 & sleep 1; true"
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
+        try:
+            assert await sb.mark_pristine()
+            await sb.exec(bomb, timeout=30)
+            try:
+                await sb.recycle()
+            except NotRecyclable:
+                return None
+            return await fingerprint(sb)
+        finally:
+            await sb.close()
+
+    after = asyncio.run(main())
+    if after is not None:  # reused only when nothing of the bomb is left
+        assert after == asyncio.run(_fresh_print(inflection_image))
+
+
+def test_the_pool_hands_the_same_container_out_again_only_after_its_reset(inflection_image):
+    async def create(spec, task_id):
+        return await DockerSandbox.create(spec, run="test-recycle-pool", task=task_id)
+
+    async def main():
+        pool = WarmPool(create, AdmissionControl(2, 50.0), warm_size=0, recycle=True)
+        try:
+            first = await pool.acquire(inflection_image, "t1")
+            await first.exec("echo left > /tmp/left")
+            await pool.release(first)
+            await asyncio.gather(*pool._closing)
+            second = await pool.acquire(inflection_image, "t2")
+            seen = await second.exec("cat /tmp/left 2>&1")
+            same = second.container.id == first.container.id
+            # a reset that fails closes the sandbox: it is never handed out again
+            await second.exec("chmod 000 /testbed")  # still resettable from the host
+            second._pristine.entries["dev/not-there"] = (0,)  # ...but its first state cannot be matched
+            await pool.release(second)
+            await asyncio.gather(*pool._closing)
+            third = await pool.acquire(inflection_image, "t3")
+            stats = pool.stats()
+            await pool.release(third)
+            return same, seen.output, third.container.id != second.container.id, stats
+        finally:
+            await pool.close()
+
+    same, seen, replaced, stats = asyncio.run(main())
+    assert same and "No such file" in seen
+    assert replaced
+    assert stats["recycled"] == 1 and stats["recycle_failures"] == 1 and stats["recycled_hits"] == 1
+    assert not list_containers(**{"envfarm.run": "test-recycle-pool"})
