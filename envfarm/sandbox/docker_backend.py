@@ -737,12 +737,26 @@ def remove_container(container_id: str, patience_s: float = 30.0) -> None:
         except docker.errors.NotFound:
             return
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as exc:
-            if "already in progress" in str(exc):
+            if "already in progress" in str(exc):  # the engine's auto-remove: gone a moment later
+                _await_gone(api, container_id, deadline)
                 return
             if time.monotonic() + delay > deadline:
                 raise SandboxError(f"could not remove container {container_id[:12]}: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _await_gone(api: Any, container_id: str, deadline: float) -> None:
+    """Wait until the engine no longer lists a container another removal is taking away (until
+    `deadline`): whoever closes a sandbox may count on its container being gone."""
+    while time.monotonic() < deadline:
+        try:
+            api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.APIError, requests.exceptions.ConnectionError):
+            pass
+        time.sleep(0.05)
 
 
 class DockerBackend(SandboxBackend):
