@@ -53,9 +53,9 @@ async def fingerprint(sandbox) -> str:
     return res.output
 
 
-async def used_and_recycled(spec: SandboxSpec, episode: str = DIRTY_EPISODE) -> DockerSandbox:
+async def used_and_recycled(spec: SandboxSpec, episode: str = DIRTY_EPISODE, task_id: str = "") -> DockerSandbox:
     """A sandbox that served one dirty episode, then was recycled (raises if it cannot be)."""
-    sandbox = await DockerSandbox.create(spec, run="test-recycle")
+    sandbox = await DockerSandbox.create(spec, run="tests", task=task_id)
     try:
         assert await sandbox.mark_pristine()
         await sandbox.exec(episode, timeout=60)
@@ -69,4 +69,4 @@ async def used_and_recycled(spec: SandboxSpec, episode: str = DIRTY_EPISODE) -> 
 async def recycled_factory(spec: SandboxSpec, task_id: str = "") -> DockerSandbox:
     """A SandboxFactory whose every sandbox is a recycled one: what a pool hands out after the
     first episode of an image."""
-    return await used_and_recycled(spec)
+    return await used_and_recycled(spec, task_id=task_id)

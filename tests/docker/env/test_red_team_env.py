@@ -47,8 +47,23 @@ def plant(patch: str) -> str:
     return f"cat > {PLANT} <<'EOF_PLANT'\n{patch}EOF_PLANT"
 
 
+# every test of this module runs on fresh sandboxes, then on recycled ones (tests/docker/conftest.py)
+_sandboxes: list = []
+
+
+@pytest.fixture(autouse=True)
+def _use_sandbox_factory(sandbox_factory):
+    _sandboxes[:] = [sandbox_factory]
+    yield
+    _sandboxes.clear()
+
+
+def _env(**settings) -> CodingEnv:
+    return CodingEnv(sandbox_factory=_sandboxes[0], **settings)
+
+
 def play(task, *commands: str, command_timeout_s: float = 30):
-    env = CodingEnv(max_turns=len(commands) + 2, command_timeout_s=command_timeout_s)
+    env = _env(max_turns=len(commands) + 2, command_timeout_s=command_timeout_s)
     return asyncio.run(run_episode(env, AttackPolicy(*commands), task))
 
 
@@ -173,7 +188,7 @@ def test_gitattributes_never_make_the_diff_an_infrastructure_fault(task):
 
         async def one(cmd):
             async with sem:
-                return await run_episode(CodingEnv(max_turns=3, command_timeout_s=30), AttackPolicy(cmd), task)
+                return await run_episode(_env(max_turns=3, command_timeout_s=30), AttackPolicy(cmd), task)
 
         return await asyncio.gather(*(one(c) for c in ATTRIBUTES.values()))
 
@@ -187,7 +202,7 @@ def test_gitattributes_never_make_the_diff_an_infrastructure_fault(task):
 # -- the other side: what is the farm's stays infrastructure --------------------------------------
 
 def test_container_killed_from_outside_stays_infrastructure(task):
-    env = CodingEnv(max_turns=4)
+    env = _env(max_turns=4)
     try:
         _, reset_info = env.reset(options={"task": task})
         env.step(bash("echo one"))
@@ -215,7 +230,7 @@ def test_a_forged_end_of_command_line_is_the_agents_outcome(task):
 def test_a_shell_function_that_breaks_the_editor_is_an_editor_error(task):
     view = '<tool_call>{"name": "str_replace_editor", "arguments": {"command": "view", "path": "/testbed/setup.py"}}' \
         '</tool_call>'
-    env = CodingEnv(max_turns=4)
+    env = _env(max_turns=4)
     try:
         env.reset(options={"task": task})
         env.step(bash('eval "$(printf "%s() { echo x; }" base6$((2*2)))"'))
@@ -237,7 +252,7 @@ def test_a_lone_surrogate_in_a_command_is_the_agents_outcome(task):
             turn = sum(m["role"] == "assistant" for m in messages)
             return Completion(text=call if turn == 0 else SUBMIT)
 
-    env = CodingEnv(max_turns=3)
+    env = _env(max_turns=3)
     traj = asyncio.run(run_episode(env, Surrogate(), task))
     assert_earns_nothing(traj)
     assert traj.error_kind is None and "after" in traj.turns[0].observation, traj.turns[0].observation[:200]

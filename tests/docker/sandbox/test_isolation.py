@@ -13,7 +13,7 @@ import time
 import pytest
 
 from envfarm.sandbox.base import SandboxSpec
-from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
+from envfarm.sandbox.docker_backend import docker_client
 
 pytestmark = pytest.mark.docker
 
@@ -34,12 +34,12 @@ def _spec(image: str) -> SandboxSpec:
 
 
 @pytest.mark.parametrize("bomb", list(BOMBS))
-def test_runaway_command_is_contained_and_named(inflection_image, bomb):
+def test_runaway_command_is_contained_and_named(sandbox_factory, inflection_image, bomb):
     cmd, timeout, expected = BOMBS[bomb]
 
     async def main():
-        victim = await DockerSandbox.create(_spec(inflection_image), run="tests", task=bomb)
-        bystander = await DockerSandbox.create(_spec(inflection_image), run="tests", task="bystander")
+        victim = await sandbox_factory(_spec(inflection_image), bomb)
+        bystander = await sandbox_factory(_spec(inflection_image), "bystander")
         try:
             started = time.monotonic()
             result = await victim.exec(cmd, timeout=timeout, output_limit=64 * 1024)
@@ -61,9 +61,9 @@ def test_runaway_command_is_contained_and_named(inflection_image, bomb):
         assert expected in result.note or "memory" in result.note or "processes" in result.note
 
 
-def test_disk_filler_cannot_grow_far_past_the_limit(inflection_image):
+def test_disk_filler_cannot_grow_far_past_the_limit(sandbox_factory, inflection_image):
     async def main():
-        sb = await DockerSandbox.create(_spec(inflection_image), run="tests")
+        sb = await sandbox_factory(_spec(inflection_image))
         try:
             res = await sb.exec("for i in $(seq 100); do dd if=/dev/zero of=/testbed/f$i bs=1M count=50 "
                                 "status=none; done", timeout=60)
@@ -79,9 +79,9 @@ def test_disk_filler_cannot_grow_far_past_the_limit(inflection_image):
     assert freed.output.strip().endswith("done"), freed.output
 
 
-def test_background_processes_of_a_timed_out_command_are_killed(inflection_image):
+def test_background_processes_of_a_timed_out_command_are_killed(sandbox_factory, inflection_image):
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="tests")
+        sb = await sandbox_factory(SandboxSpec(image=inflection_image))
         try:
             res = await sb.exec("(sleep 1000 &) ; nohup sleep 999 >/dev/null 2>&1 & setsid sleep 998 & sleep 30",
                                 timeout=2)
@@ -96,9 +96,9 @@ def test_background_processes_of_a_timed_out_command_are_killed(inflection_image
     assert left.output.strip() == "0", left.output
 
 
-def test_no_network(inflection_image):
+def test_no_network(sandbox_factory, inflection_image):
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="tests")
+        sb = await sandbox_factory(SandboxSpec(image=inflection_image))
         try:
             probe = ("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 80), timeout=3)\n"
                      "    print('CONNECTED')\nexcept OSError as e:\n    print('REFUSED', e)\n")
@@ -114,9 +114,9 @@ def test_no_network(inflection_image):
     assert links.output.split() == ["lo"]
 
 
-def test_no_host_paths_no_docker_socket_no_capabilities_not_root(inflection_image):
+def test_no_host_paths_no_docker_socket_no_capabilities_not_root(sandbox_factory, inflection_image):
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="tests")
+        sb = await sandbox_factory(SandboxSpec(image=inflection_image))
         try:
             attrs = docker_client().api.inspect_container(sb.container.id)
             checks = await sb.exec(

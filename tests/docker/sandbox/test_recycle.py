@@ -117,3 +117,55 @@ def test_the_pool_hands_the_same_container_out_again_only_after_its_reset(inflec
     assert replaced
     assert stats["recycled"] == 1 and stats["recycle_failures"] == 1 and stats["recycled_hits"] == 1
     assert not list_containers(**{"envfarm.run": "test-recycle-pool"})
+
+
+def test_an_agent_cannot_reach_the_grading_of_its_own_recycled_sandbox(fixture_tasks):
+    """The farm's pool grades in a recycled sandbox, which may be the very container the agent
+    worked in. The agent leaves the fix behind outside its diff: a hook that applies it in every
+    Python process, a daemon that applies it over and over, the patch file in /tmp. Grading in
+    that container after its reset must fail the tests as in a fresh one."""
+    from envfarm.env.patch import extract_patch
+    from envfarm.farm.pooled import pool_factory
+    from envfarm.tasks.grading import grade
+
+    teens = next(t for t in fixture_tasks if t.instance_id == "inflection__ordinal-teens")
+    fail_test = teens.FAIL_TO_PASS[0]
+    hook = ("import subprocess\nsubprocess.run(['git', '-C', '/testbed', 'apply', '/tmp/.fix.diff'], "
+            "capture_output=True)\n")
+
+    async def main():
+        pool = WarmPool(lambda spec, task_id: DockerSandbox.create(spec, run="test-recycle-pool", task=task_id),
+                        AdmissionControl(2, 50.0), warm_size=0, recycle=True)
+        used: list[str] = []
+        from_pool = pool_factory(pool)
+
+        async def factory(spec, task_id):
+            sb = await from_pool(spec, task_id)
+            used.append(sb.container.id)
+            return sb
+
+        try:
+            sb = await factory(SandboxSpec(image=teens.image), teens.instance_id)
+            await prepare_repository(sb, teens)
+            await sb.write_file("/tmp/.fix.diff", teens.patch)
+            site = (await sb.exec("python3 -m site --user-site")).output.strip()
+            await sb.write_file(f"{site}/usercustomize.py", hook)
+            await sb.exec("setsid bash -c 'while :; do [ -e /tmp/.hold ] || git -C /testbed apply /tmp/.fix.diff "
+                          "2>/dev/null; sleep 0.05; done' >/dev/null 2>&1 < /dev/null &")
+            here = await sb.exec(f"python3 -m pytest -q -p no:cacheprovider '{fail_test}'", timeout=120)
+            # the diff shows none of it; the daemon goes on once the diff is taken
+            await sb.exec("touch /tmp/.hold; sleep 0.3; git checkout -q .; echo '# touched' >> README.rst")
+            patch = await extract_patch(sb, teens.base_commit)
+            await sb.exec("rm /tmp/.hold")
+            await sb.close()  # back to the pool: reset, then handed out again
+            await asyncio.gather(*pool._closing)
+            result = await grade(teens, patch, factory, timeout=120)
+            return here, patch, result, used, pool.stats()
+        finally:
+            await pool.close()
+
+    here, patch, result, used, stats = asyncio.run(main())
+    assert here.exit_code == 0, here.output[-500:]  # the planted fix works in the agent's container
+    assert ".fix.diff" not in patch and "ordinal" not in patch
+    assert used[0] == used[1] and stats["recycled_hits"] == 1  # graded in the very same container
+    assert result.tests_ran and not result.resolved and result.fail_to_pass == 0.0

@@ -83,13 +83,9 @@ def _attacks(task) -> dict[str, tuple[str, bool]]:
     }
 
 
-async def _factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
-    return await DockerSandbox.create(spec, run="tests", task=task_id)
-
-
 async def _naive_grade(task, patch):
     """What grading would be without the guard: apply, run the eval script, parse."""
-    sb = await _factory(SandboxSpec(image=task.image), task.instance_id)
+    sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="tests", task=task.instance_id)
     try:
         await prepare_repository(sb, task)
         ok, out = await apply_patch(sb, patch)
@@ -111,7 +107,7 @@ ATTACKS = ["conftest", "conftest_fixes_on_import", "pytest_ini_addopts", "sitecu
 
 
 @pytest.fixture(scope="module")
-def attack_results(teens):
+def attack_results(teens, sandbox_factory):
     """Every attack graded naively and guarded, four sandboxes at a time (this machine has 2 cores)."""
     attacks = _attacks(teens)
     gate = asyncio.Semaphore(4)
@@ -121,7 +117,7 @@ def attack_results(teens):
         async with gate:
             naive = await _naive_grade(teens, patch) if fools_naive else None
         async with gate:
-            guarded = await grade(teens, patch, _factory, timeout=120)
+            guarded = await grade(teens, patch, sandbox_factory, timeout=120)
         return name, (naive, guarded)
 
     async def main():
@@ -144,20 +140,20 @@ def test_planted_harness_files_do_not_change_the_verdict(attack_results, attack)
     assert report.suspicious and report.reverted, report
 
 
-def test_planted_files_next_to_the_real_fix_still_resolve(teens):
+def test_planted_files_next_to_the_real_fix_still_resolve(teens, sandbox_factory):
     """The guard reverts the harness files only: a real fix with a planted conftest still passes."""
-    result = asyncio.run(grade(teens, teens.patch + new_file("conftest.py", FORCE_PASS), _factory, timeout=120))
+    result = asyncio.run(grade(teens, teens.patch + new_file("conftest.py", FORCE_PASS), sandbox_factory, timeout=120))
     assert result.resolved, (result.error, result.log_tail[-800:])
     assert result.patch_report.reverted == ["conftest.py"]
 
 
-def test_changes_outside_the_repository_never_reach_grading(teens):
+def test_changes_outside_the_repository_never_reach_grading(teens, sandbox_factory):
     """In its own container the agent installs a user-site hook that makes the tests pass; the
     diff of the repository carries none of it, and the fresh grading container fails the tests."""
     fail_test = teens.FAIL_TO_PASS[0]
 
     async def main():
-        sb = await _factory(SandboxSpec(image=teens.image), teens.instance_id)
+        sb = await sandbox_factory(SandboxSpec(image=teens.image), teens.instance_id)
         try:
             await prepare_repository(sb, teens)
             site = (await sb.exec("python3 -m site --user-site")).output.strip()
@@ -167,7 +163,7 @@ def test_changes_outside_the_repository_never_reach_grading(teens):
             patch = await extract_patch(sb, teens.base_commit)
         finally:
             await sb.close()
-        return here, patch, await grade(teens, patch, _factory, timeout=120)
+        return here, patch, await grade(teens, patch, sandbox_factory, timeout=120)
 
     here, patch, result = asyncio.run(main())
     assert here.exit_code == 0, here.output[-800:]  # the hack works in the agent's own container
@@ -175,18 +171,18 @@ def test_changes_outside_the_repository_never_reach_grading(teens):
     assert not result.resolved and result.tests_ran and result.fail_to_pass == 0.0
 
 
-def test_test_file_edits_are_reported(teens):
+def test_test_file_edits_are_reported(teens, sandbox_factory):
     test_file = teens.restored_files[0]
 
     async def main():
-        sb = await _factory(SandboxSpec(image=teens.image), teens.instance_id)
+        sb = await sandbox_factory(SandboxSpec(image=teens.image), teens.instance_id)
         try:
             await prepare_repository(sb, teens)
             await sb.exec(f"echo '# edited' >> {test_file}")
             patch = await extract_patch(sb, teens.base_commit)
         finally:
             await sb.close()
-        return await grade(teens, patch, _factory, timeout=120)
+        return await grade(teens, patch, sandbox_factory, timeout=120)
 
     result = asyncio.run(main())
     assert result.patch_report.test_files == [test_file] and result.patch_report.suspicious

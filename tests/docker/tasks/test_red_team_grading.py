@@ -137,10 +137,6 @@ def append_to(path: str, original: str, added: str) -> str:
     return f"diff --git a/{path} b/{path}\n" + "".join(diff)
 
 
-async def _factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
-    return await DockerSandbox.create(spec, run="tests", task=task_id)
-
-
 @pytest.fixture(scope="module")
 def teens(fixture_tasks):
     return next(t for t in fixture_tasks if t.instance_id == "inflection__ordinal-teens")
@@ -149,7 +145,7 @@ def teens(fixture_tasks):
 @pytest.fixture(scope="module")
 def package_source(teens) -> str:
     async def main():
-        sb = await _factory(SandboxSpec(image=teens.image), teens.instance_id)
+        sb = await DockerSandbox.create(SandboxSpec(image=teens.image), run="tests", task=teens.instance_id)
         try:
             await prepare_repository(sb, teens, for_agent=False)
             return (await sb.read_file(PACKAGE)).decode()
@@ -201,13 +197,13 @@ def attacks(task, source: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def results(teens, package_source):
+def results(teens, package_source, sandbox_factory):
     patches = attacks(teens, package_source)
     gate = asyncio.Semaphore(3)
 
     async def one(name):
         async with gate:
-            return name, await grade(teens, patches[name], _factory, timeout=120)
+            return name, await grade(teens, patches[name], sandbox_factory, timeout=120)
 
     async def main():
         return dict(await asyncio.gather(*(one(n) for n in patches)))
