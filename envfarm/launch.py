@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="host actors per Ray node; each multiplexes many sandboxes (default: 1)")
     farm.add_argument("--warm-fraction", type=float, default=0.25,
                       help="warm sandboxes each host keeps ready, as a fraction of its slots (default: 0.25)")
+    farm.add_argument("--no-recycle", dest="recycle", action="store_false",
+                      help="close every used sandbox instead of resetting it for the next episode of its image "
+                           "(a reset is verified from the node and needs root there: docs/CLUSTER.md)")
     farm.add_argument("--max-retries", type=int, default=3,
                       help="times an episode hit by an infrastructure fault is retried on another host, after "
                            "1, 2, 4 ... s (default: 3)")
@@ -178,7 +181,7 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
                      registry=registry_flag(args.registry), prefetch_images=args.prefetch_images,
                      max_starting=args.max_starting, cpus_per_sandbox=args.cpus_per_sandbox,
-                     memory_per_sandbox=args.memory_per_sandbox)
+                     memory_per_sandbox=args.memory_per_sandbox, recycle_sandboxes=args.recycle)
     if args.run:
         cfg.run = args.run
     return cfg

@@ -7,10 +7,14 @@
 (d) how long a sandbox whose owner is gone takes to remove itself (grace period 1 s here): its
     owner's lease connection is closed as a dying process's would be, nothing else is done;
 (e) Sandbox.fork into 8 children vs replaying the parent's commands vs `docker commit`
-    (scripts/fork_bench.py; `--forks` rounds, `--fork-only` for these figures alone).
+    (scripts/fork_bench.py; `--forks` rounds, `--fork-only` for these figures alone);
+(f) an episode's sandbox from the warm pool, fresh against recycled: machine CPU per episode,
+    set-up (acquire + repository preparation), the reset (scripts/recycle_bench.py; `--episodes`
+    each, `--recycle-only` for these figures alone).
 
     python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--forks 3] [--json]
     python scripts/bench_sandbox.py --fork-only [--forks 3] [--json]
+    python scripts/bench_sandbox.py --recycle-only [--episodes 20] [--json]
     python scripts/bench_sandbox.py --density [--density-cap 600] [--json]
 """
 
@@ -18,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import time
-from pathlib import Path
 
 import docker.errors
 import sandbox_density
 from benchlib import pct, phase_medians, report
 from fork_bench import bench_fork
+from recycle_bench import bench_recycle, machine_cpu_s
 
 from envfarm.env.patch import extract_patch
 from envfarm.sandbox import owner_lease
@@ -40,12 +43,6 @@ from envfarm.tasks.setup import prepare_repository
 
 async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
     return await DockerSandbox.create(spec, run="bench", task=task_id)
-
-
-def machine_cpu_s() -> float:
-    """CPU time the whole machine has spent busy (every process, the engine and the kernel)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
 async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]:
@@ -147,14 +144,21 @@ def main() -> None:
     ap.add_argument("--density-cap", type=int, default=600, help="most sandboxes the density run adds")
     ap.add_argument("--forks", type=int, default=1, help="rounds of the fork figures (0: none)")
     ap.add_argument("--fork-only", action="store_true", help="only the fork figures")
+    ap.add_argument("--episodes", type=int, default=10,
+                    help="pool episodes of each kind, fresh and recycled, for the recycling figures (0: none)")
+    ap.add_argument("--recycle-only", action="store_true", help="only the recycling figures")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     if args.density:
         figures = asyncio.run(sandbox_density.measure(cap=args.density_cap))
         report(figures, args.json)
         return
-    figures = {} if args.fork_only else asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
-    if args.forks > 0:
+    only = args.fork_only or args.recycle_only
+    figures = {} if only else asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
+    if args.episodes > 0 and not args.fork_only:
+        task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
+        figures.update(asyncio.run(bench_recycle(task, args.episodes)))
+    if args.forks > 0 and not args.recycle_only:
         image = build_repo(load_projects()["inflection"])
         figures.update(asyncio.run(bench_fork(image, args.forks)))
     report(figures, args.json)

@@ -82,6 +82,7 @@ class FarmDisplay:
                 finally:
                     stop.set()
                     await task
+                    await self._last_look(farm)
                     live.update(self._table(farm))
         else:
             task = asyncio.create_task(poll(10.0, lambda: self.console.print(self._line(farm))))
@@ -90,6 +91,12 @@ class FarmDisplay:
             finally:
                 stop.set()
                 await task
+                await self._last_look(farm)
+
+    async def _last_look(self, farm: EnvFarm) -> None:
+        """The hosts' counters as the run ends (the summary's sandbox figures), before shutdown."""
+        with contextlib.suppress(Exception):
+            self.last_hosts = await farm.host_stats()
 
     def summary(self, farm: EnvFarm, seconds: float, cleanup: dict[str, Any], out: Path,
                 interrupted: bool) -> dict[str, Any]:
@@ -103,6 +110,9 @@ class FarmDisplay:
             "seconds": round(seconds, 2),
             "episodes_per_min": c.finished / seconds * 60 if seconds else None,
             "peak_running": self.peak_running, "interrupted": interrupted, "out": str(out), **cleanup,
+            # sandboxes started fresh, and used ones reset for another episode (or closed: failed reset)
+            **{f"sandboxes_{k}": sum(h.get(k, 0) for h in self.last_hosts if not h.get("unavailable"))
+               for k in ("created", "recycled", "recycle_failures")},
         }
         table = Table(title="envfarm run summary", show_header=False)
         # images fetched onto cold nodes: image, node, how, seconds

@@ -52,6 +52,9 @@ class HostConfig:
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
     registry: str | None = None
+    # reset used sandboxes for the next episode of their image where the backend can verify the
+    # reset (Docker, with this process root on the node: envfarm.sandbox.docker_recycle)
+    recycle_sandboxes: bool = True
 
     def __post_init__(self) -> None:
         self.env_config = EnvConfig.coerce(self.env_config, run=self.run)
@@ -95,7 +98,8 @@ class EnvHostImpl:
             env = cfg.env_config
             self._pool = WarmPool(self._make_create(), admission, warm_size=cfg.warm_size,
                                   spec_for=self._spec_for, user_of=self.backend.image_user,
-                                  min_life_left_s=env.episode_timeout_s + env.grading_timeout_s + 60)
+                                  min_life_left_s=env.episode_timeout_s + env.grading_timeout_s + 60,
+                                  recycle=cfg.recycle_sandboxes)
             from envfarm.farm.metrics import HostMetrics
 
             self._metrics = HostMetrics(cfg.host_id)

@@ -57,6 +57,7 @@ class FarmConfig:
     prefetch_images: bool = False  # put every task image on every node before the first episode
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
+    recycle_sandboxes: bool = True  # see HostConfig.recycle_sandboxes
 
     def __post_init__(self) -> None:
         self.env_config = EnvConfig.coerce(self.env_config)
@@ -162,7 +163,7 @@ class EnvFarm:
                 env_config=EnvConfig.coerce(self.config.env_config, run=self.config.run),
                 sim_profile=self.config.sim_profile,
                 cpus_per_sandbox=self.config.cpus_per_sandbox, memory_per_sandbox=self.config.memory_per_sandbox,
-                registry=self.config.registry,
+                registry=self.config.registry, recycle_sandboxes=self.config.recycle_sandboxes,
             ))
         return cfgs
 
