@@ -458,7 +458,12 @@ def places_differ(before: PlacesState, after: PlacesState) -> str | None:
 
 
 def container_facts(info: dict[str, Any]) -> tuple[str, str, int, dict[str, str]]:
-    """(upper directory, lower layers, PID 1's pid here, bound files) from `docker inspect`."""
+    """(upper directory, lower layers, PID 1's pid here, bound files) from `docker inspect`.
+
+    The engine's pid is its own namespace's: where this process sees another (an engine in a
+    sidecar container, on another machine) that number may be any process of ours. It is used
+    only once /proc says that process lives in the container's cgroup, and the layer's folder
+    exists here: else NotRecyclable, and sandboxes are never reused."""
     driver = info.get("GraphDriver") or {}
     data = driver.get("Data") or {}
     if driver.get("Name") != "overlay2" or not data.get("UpperDir") or not data.get("LowerDir"):
@@ -466,6 +471,14 @@ def container_facts(info: dict[str, Any]) -> tuple[str, str, int, dict[str, str]
     pid = int((info.get("State") or {}).get("Pid") or 0)
     if pid <= 0:
         raise NotRecyclable("the container does not run")
+    container_id = info.get("Id") or ""
+    try:
+        cgroup = _cgroup(pid)
+    except OSError as exc:
+        raise NotRecyclable(f"the container's PID 1 is not visible from this process: {exc}") from exc
+    if not container_id or container_id not in cgroup or not os.path.isdir(data["UpperDir"]):
+        raise NotRecyclable("the container's processes and layers are not visible from this process "
+                            "(an engine in another container or on another machine)")
     files = {"etc/hosts": info.get("HostsPath") or "", "etc/hostname": info.get("HostnamePath") or "",
              "etc/resolv.conf": info.get("ResolvConfPath") or ""}
     return data["UpperDir"], data["LowerDir"], pid, files
