@@ -71,6 +71,7 @@ async def bench_recycle(task: Task, episodes: int) -> dict[str, float]:
                 await _settle(pool, task.image)
                 cpu[mode] += machine_cpu_s() - before
         stats = pools["recycled"].stats()
+        fresh_created = pools["fresh"].created
         resets = sorted(pools["recycled"].recycle_seconds)[-episodes:]
     finally:
         for pool in pools.values():
@@ -87,5 +88,8 @@ async def bench_recycle(task: Task, episodes: int) -> dict[str, float]:
         "recycle_p50_ms": statistics.median(resets) * ms if resets else 0.0,
         "recycled_acquisitions": stats["recycled_hits"],
         "recycle_failures": stats["recycle_failures"],
+        # sandboxes each pool created in all, its warm-up episodes included
+        "recycled_pool_creates": stats["created"],
+        "fresh_pool_creates": fresh_created,
         "recycle_episodes": episodes,
     }
