@@ -31,6 +31,7 @@ from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
+from envfarm.suitegen.dedupe import dedupe_files, suite_order
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
 from envfarm.suitegen.restate import restate_project
 from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks_by_image
@@ -81,7 +82,7 @@ async def run(args: argparse.Namespace) -> int:
             if n:
                 print(f"{name}: {n} task(s) dropped: their fix is in the image outside /testbed", file=sys.stderr)
     restating = time.monotonic()
-    await asyncio.gather(*(restate_run(r, state, factory, sem) for r in runs if r.kind != "single"))
+    await asyncio.gather(*(restate_run(r, state, factory, sem) for r in runs))
     restate_s = time.monotonic() - restating
     out_dir = Path(args.out)
     total = 0
@@ -96,6 +97,10 @@ async def run(args: argparse.Namespace) -> int:
         top = ", ".join(f"{k} {n}" for k, n in sorted(r.reasons.items(), key=lambda kv: -kv[1])[:4])
         print(f"{r.project.name} ({r.kind}): {len(tasks)} tasks from {r.tried} candidates (rejected: {top})",
               file=sys.stderr)
+    lost = dedupe_files(suite_order(sorted(out_dir.glob("*.jsonl"))))  # the suite holds no task twice
+    if any(lost.values()):
+        print(f"{sum(lost.values())} duplicate task(s) removed (same gold patch, or same files and failing "
+              f"tests): " + ", ".join(f"{k} {v}" for k, v in lost.items() if v), file=sys.stderr)
     if args.summary:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
@@ -105,7 +110,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Semaphore) -> None:
-    """Record the statement levels and labels on the run's new tasks (one sandbox); a task of a new
+    """Record the statement levels and labels on the run's new tasks (one sandbox); a task of any
     kind without a validated reproduction snippet (no issue level) is rejected."""
     todo = [t for t in accepted_tasks(r, state) if not getattr(t, "statements", None)]
     if not todo:

@@ -216,8 +216,10 @@ async def restate_project(project: Project, tasks: list[Task], factory: SandboxF
         await sandbox.close()
 
 
-async def restate_files(paths: list[Path], workers: int = 2) -> dict[str, int]:
-    """Rewrite each JSONL file with every task restated; returns counts of levels recorded."""
+async def restate_files(paths: list[Path], workers: int = 2, require_issue: bool = False) -> dict[str, int]:
+    """Rewrite each JSONL file with every task restated; returns counts of levels recorded.
+    `require_issue`: a task left without the issue level (no snippet of its failing tests fails
+    on the bug and runs on the fix) is dropped, as the generator rejects one of a new kind."""
     from envfarm.sandbox.docker_backend import DockerSandbox
 
     async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
@@ -233,6 +235,10 @@ async def restate_files(paths: list[Path], workers: int = 2) -> dict[str, int]:
             return
         async with sem:
             done = await restate_project(projects[tasks[0].repo], tasks, factory)
+        if require_issue:
+            kept = [t for t in done if "issue" in t.statements]  # type: ignore[attr-defined]
+            counts["dropped_without_issue"] += len(done) - len(kept)
+            done = kept
         path.write_text("".join(t.model_dump_json() + "\n" for t in done))
         for t in done:
             for level in t.statements:  # type: ignore[attr-defined]
@@ -249,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--require-issue", action="store_true",
+                        help="drop the tasks left without the issue level (no validated reproduction snippet)")
     parser.add_argument("--offline", action="store_true",
                         help="no sandbox: record the terse level and the labels only (see backfill)")
     args = parser.parse_args(argv)
@@ -258,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text("".join(t.model_dump_json() + "\n" for t in done))
             print(f"{path.name}: {len(done)} tasks, {sum('terse' in t.statements for t in done)} terse")  # type: ignore[attr-defined]
         return 0
-    counts = asyncio.run(restate_files(args.files, args.workers))
+    counts = asyncio.run(restate_files(args.files, args.workers, args.require_issue))
     print(counts)
     return 0
 
