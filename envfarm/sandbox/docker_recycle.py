@@ -10,8 +10,8 @@ the reset is done from this machine, none of it by the container's own tools:
    round until PID 1 is alone (a fork bomb refills between rounds; the pids limit bounds it);
 2. the writable layer (the overlay's upper directory) is walked, by descriptor, never following
    a link, and compared with the image: a read-only overlay of the container's own lower layers
-   mounted here (`ImageView`), so the kernel resolves the image's whiteouts and this code only
-   compares. Through PID 1's root (`/proc/<pid>/root`, every step opened without following a
+   mounted here (`ImageView`, envfarm.sandbox.layer_reset), so the kernel resolves the image's
+   whiteouts and this code only compares. Through PID 1's root (`/proc/<pid>/root`, every step opened without following a
    link) paths the image lacks are removed and the image's version of every other changed path
    is written back with its owner, mode, extended attributes and times; /dev/shm and
    /dev/mqueue are emptied;
@@ -34,19 +34,26 @@ bytes and metadata), which carry nothing of any task.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import shutil
 import signal
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from envfarm.sandbox.base import SandboxError
+from envfarm.sandbox.layer_reset import (
+    ImageView,
+    NotRecyclable,
+    apply_plan,
+    digest,
+    open_folder,
+    plan_reset,
+    verify_layer,
+    walk,
+)
 
 if TYPE_CHECKING:
     from envfarm.sandbox.docker_backend import DockerSandbox
@@ -54,15 +61,6 @@ if TYPE_CHECKING:
 # The first command of the fresh session: no System V IPC object is left (header lines only).
 IPC_CHECK = ('ipcrm --all 2>/dev/null; cat /proc/sysvipc/shm /proc/sysvipc/msg /proc/sysvipc/sem '
              '| grep -cv "^ *key" || true')
-
-MAX_ENTRIES = 200_000  # entries of the writable layer a reset handles (past it: close the sandbox)
-ARCHIVE_MAX = 256 << 20  # bytes of the image's versions a reset writes back (past it: close the sandbox)
-OVERLAY_XATTR = "trusted.overlay."
-
-
-class NotRecyclable(SandboxError):
-    """The reset could not be done or verified: the sandbox is closed, never reused."""
-
 
 @dataclass
 class PlacesState:
@@ -74,351 +72,6 @@ class PlacesState:
 def supported() -> bool:
     """Whether this process can verify a reset: it reads the engine's storage and mounts."""
     return os.geteuid() == 0 and os.path.isdir("/proc/self/ns")
-
-
-# -- the image as a read-only overlay ----------------------------------------------------------
-
-class ImageView:
-    """The container's lower layers (its init layer and the image's) mounted read-only here."""
-
-    def __init__(self, lower: str) -> None:
-        self.lower = lower
-        self.path = ""
-        self._empty = ""
-
-    def __enter__(self) -> ImageView:
-        layers = self.lower.split(":")
-        if len(layers) < 2:  # overlay mounts without an upper layer only over two lower ones
-            self._empty = tempfile.mkdtemp(prefix="envfarm-empty-layer-")
-            layers.append(self._empty)
-        opts = ("lowerdir=" + ":".join(layers)).encode()
-        if len(opts) > 4000:  # one page of mount options
-            raise NotRecyclable("the image has too many layers to mount its view in one option string")
-        self.path = tempfile.mkdtemp(prefix="envfarm-image-")
-        if _libc().mount(b"overlay", self.path.encode(), b"overlay", MS_RDONLY, opts) != 0:
-            err = ctypes.get_errno()
-            self._cleanup()
-            raise NotRecyclable(f"cannot mount the image's view: {os.strerror(err)}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _libc().umount2(self.path.encode(), MNT_DETACH)
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        for folder in (self.path, self._empty):
-            if folder:
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    pass
-
-
-MS_RDONLY, MNT_DETACH = 1, 2
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-# -- walking without following links ------------------------------------------------------------
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _open_parts(top: str, parts: list[str]) -> int | None:
-    """A descriptor of the folder top/parts (no link followed), or None where that is no folder."""
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    for name in parts:
-        try:
-            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except OSError:
-            os.close(fd)
-            return None
-        os.close(fd)
-        fd = sub
-    return fd
-
-
-def _lstat(top: str, parts: list[str]) -> os.stat_result | None:
-    if not parts:
-        return os.stat(top)
-    fd = _open_parts(top, parts[:-1])
-    if fd is None:
-        return None
-    try:
-        return os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _xattrs(top: str, parts: list[str], st: os.stat_result) -> dict[str, bytes]:
-    """Extended attributes but the overlay's own (links carry none a user may set here)."""
-    if stat.S_ISLNK(st.st_mode):
-        return {}
-    fd = _open_entry(top, parts, st)
-    try:
-        return {n: os.getxattr(fd, n) for n in os.listxattr(fd) if not n.startswith(OVERLAY_XATTR)}
-    finally:
-        os.close(fd)
-
-
-def _open_entry(top: str, parts: list[str], st: os.stat_result) -> int:
-    if stat.S_ISDIR(st.st_mode):
-        fd = _open_parts(top, parts)
-        if fd is None:
-            raise NotRecyclable(f"/{'/'.join(parts)} changed while it was checked")
-        return fd
-    parent = _open_parts(top, parts[:-1])
-    if parent is None:
-        raise NotRecyclable(f"/{'/'.join(parts)} changed while it was checked")
-    try:
-        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
-    finally:
-        os.close(parent)
-
-
-def _digest(top: str, parts: list[str], st: os.stat_result) -> str:
-    fd = _open_entry(top, parts, st)
-    try:
-        h = hashlib.blake2b(digest_size=20)
-        while chunk := os.read(fd, 1 << 20):
-            h.update(chunk)
-        return h.hexdigest()
-    finally:
-        os.close(fd)
-
-
-def _readlink(top: str, parts: list[str]) -> str:
-    fd = _open_parts(top, parts[:-1])
-    if fd is None:
-        raise NotRecyclable(f"/{'/'.join(parts)} changed while it was checked")
-    try:
-        return os.readlink(parts[-1], dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def _names(top: str, parts: list[str]) -> set[str]:
-    fd = _open_parts(top, parts)
-    if fd is None:
-        return set()
-    try:
-        return set(os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
-def walk(top: str, limit: int = MAX_ENTRIES) -> Iterator[tuple[list[str], os.stat_result]]:
-    """Every entry under `top` (folders first), by descriptor, never following a link."""
-    pending: list[list[str]] = [[]]
-    seen = 0
-    while pending:
-        parts = pending.pop()
-        fd = _open_parts(top, parts)
-        if fd is None:
-            raise NotRecyclable(f"/{'/'.join(parts)} changed while it was walked")
-        try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    st = entry.stat(follow_symlinks=False)
-                    seen += 1
-                    if seen > limit:
-                        raise NotRecyclable(f"the writable layer holds more than {limit} entries")
-                    yield [*parts, entry.name], st
-                    if stat.S_ISDIR(st.st_mode):
-                        pending.append([*parts, entry.name])
-        finally:
-            os.close(fd)
-
-
-# -- comparing the writable layer with the image -------------------------------------------------
-
-def _meta(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_mode, st.st_uid, st.st_gid
-
-
-def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed: set[str]) -> str | None:
-    """Why the upper entry at `parts` is not the image's (None: it is). `sealed`: the folders
-    whose listing is the upper directory's alone (opaque, or below an opaque one: the image's
-    entries do not show through them); a sealed folder is added to it here."""
-    path = "/" + "/".join(parts)
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        return f"{path} is deleted"
-    img = _lstat(image, parts)
-    if img is None:
-        return f"{path} is not in the image"
-    if _meta(st) != _meta(img):
-        return f"{path}: mode or owner differ from the image's"
-    if stat.S_ISREG(st.st_mode):
-        if st.st_nlink != 1:
-            return f"{path} is hard-linked"
-        if st.st_size != img.st_size or _digest(upper, parts, st) != _digest(image, parts, img):
-            return f"{path}: content differs from the image's"
-    elif stat.S_ISLNK(st.st_mode):
-        if _readlink(upper, parts) != _readlink(image, parts):
-            return f"{path}: link target differs from the image's"
-    elif stat.S_ISDIR(st.st_mode):
-        fd = _open_parts(upper, parts)
-        if fd is None:
-            return f"{path} changed while it was checked"
-        try:
-            opaque = _getxattr(fd, "trusted.overlay.opaque") == b"y"
-            redirect = _getxattr(fd, "trusted.overlay.redirect") is not None
-        finally:
-            os.close(fd)
-        if redirect:
-            return f"{path} is a renamed folder"
-        if opaque or "/" + "/".join(parts[:-1]) in sealed:
-            sealed.add(path)
-            if _names(upper, parts) != _names(image, parts):
-                return f"{path}: its entries differ from the image's"
-    else:
-        return f"{path} is a device, socket or pipe"
-    if _xattrs(upper, parts, st) != _xattrs(image, parts, img):
-        return f"{path}: extended attributes differ from the image's"
-    return None
-
-
-def _getxattr(fd: int, name: str) -> bytes | None:
-    try:
-        return os.getxattr(fd, name)
-    except OSError:
-        return None
-
-
-@dataclass
-class Plan:
-    """What a reset does: paths to remove, then the image's versions of paths to put back."""
-
-    remove: list[str] = field(default_factory=list)
-    restore: list[list[str]] = field(default_factory=list)  # each with its whole subtree where a folder
-
-
-def plan_reset(upper: str, image: str) -> Plan:
-    """The removals and restores that make the writable layer the image's."""
-    plan = Plan()
-    skip: list[str] = []  # subtrees already removed and restored whole
-    sealed: set[str] = set()
-    for parts, st in sorted(walk(upper), key=lambda e: e[0]):
-        path = "/" + "/".join(parts)
-        if any(path == s or path.startswith(s + "/") for s in skip):
-            continue
-        why = differs(upper, image, parts, st, sealed)
-        if why is None:
-            continue
-        img = _lstat(image, parts)
-        if img is None:
-            plan.remove.append(path)
-            skip.append(path)
-        elif stat.S_ISDIR(img.st_mode) and stat.S_ISDIR(st.st_mode) and "entries differ" not in why:
-            plan.restore.append(parts)  # the folder's own metadata; its entries are looked at one by one
-        else:
-            plan.remove.append(path)
-            plan.restore.append(parts)
-            skip.append(path)
-    return plan
-
-
-def apply_plan(root: str, image: str, plan: Plan) -> None:
-    """Carry out `plan` in the container through `root` (PID 1's root here): remove, then write
-    the image's versions (a removed folder with its whole subtree) with their owner, mode,
-    extended attributes and times. No step follows a link: no process of the container runs."""
-    for path in plan.remove:
-        parts = path.strip("/").split("/")
-        parent = _open_parts(root, parts[:-1])
-        if parent is None:
-            continue  # a folder above it is gone already
-        try:
-            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(parts[-1], dir_fd=parent)
-            else:
-                os.unlink(parts[-1], dir_fd=parent)
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(parent)
-    removed = set(plan.remove)
-    budget = [ARCHIVE_MAX]
-    folders: list[tuple[list[str], os.stat_result]] = []
-    for parts in plan.restore:
-        st = _lstat(image, parts)
-        if st is None:
-            continue
-        _put(root, image, parts, st, budget, folders)
-        if stat.S_ISDIR(st.st_mode) and "/" + "/".join(parts) in removed:
-            for sub, sst in walk(os.path.join(image, *parts)):  # the image's view: this machine's mount
-                _put(root, image, [*parts, *sub], sst, budget, folders)
-    for parts, st in reversed(folders):  # a folder's time once its entries are written
-        fd = _open_parts(root, parts)
-        if fd is not None:
-            try:
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            finally:
-                os.close(fd)
-
-
-def _put(root: str, image: str, parts: list[str], st: os.stat_result, budget: list[int],
-         folders: list[tuple[list[str], os.stat_result]]) -> None:
-    parent = _open_parts(root, parts[:-1])
-    if parent is None:
-        raise NotRecyclable(f"/{'/'.join(parts[:-1])} is missing while the image's version is put back")
-    name = parts[-1]
-    try:
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                os.mkdir(name, 0o700, dir_fd=parent)
-            except FileExistsError:
-                pass
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-            folders.append((parts, st))
-        elif stat.S_ISLNK(st.st_mode):
-            os.symlink(_readlink(image, parts), name, dir_fd=parent)
-            os.chown(name, st.st_uid, st.st_gid, dir_fd=parent, follow_symlinks=False)
-            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=parent, follow_symlinks=False)
-            return
-        elif stat.S_ISREG(st.st_mode):
-            budget[0] -= st.st_size
-            if budget[0] < 0:
-                raise NotRecyclable(f"the image's versions of the changed paths exceed {ARCHIVE_MAX >> 20} MiB")
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=parent)
-            src = _open_entry(image, parts, st)
-            try:
-                while chunk := os.read(src, 1 << 20):
-                    os.write(fd, chunk)
-            finally:
-                os.close(src)
-        else:
-            return  # no user makes devices, sockets or pipes: the verification says so
-    finally:
-        os.close(parent)
-    try:
-        os.fchown(fd, st.st_uid, st.st_gid)
-        os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after the owner: chown clears set-id bits
-        have = {n for n in os.listxattr(fd) if not n.startswith(OVERLAY_XATTR)}
-        want = _xattrs(image, parts, st)
-        for n in have - set(want):
-            os.removexattr(fd, n)
-        for n, v in want.items():
-            os.setxattr(fd, n, v)
-        if not stat.S_ISDIR(st.st_mode):
-            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-    finally:
-        os.close(fd)
-
-
-def verify_layer(upper: str, image: str) -> str | None:
-    """Why the writable layer is not the image's (None: every entry is)."""
-    sealed: set[str] = set()
-    for parts, st in walk(upper):
-        why = differs(upper, image, parts, st, sealed)
-        if why is not None:
-            return why
-    return None
 
 
 # -- the places outside the root file system -----------------------------------------------------
@@ -441,8 +94,8 @@ def places_state(pid: int, files: dict[str, str]) -> PlacesState:
                 continue
             key = place + "/" + "/".join(parts)
             size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            digest = _digest(top, parts, st) if stat.S_ISREG(st.st_mode) and st.st_size < (1 << 20) else ""
-            state.entries[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev, size, digest)
+            content = digest(top, parts, st) if stat.S_ISREG(st.st_mode) and st.st_size < (1 << 20) else ""
+            state.entries[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev, size, content)
     for inside, path in files.items():
         if path:
             with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as fh:
@@ -540,7 +193,7 @@ def kill_all(pid: int, rounds: int = 200) -> bool:
 
 def empty_folder(root: str, parts: list[str]) -> None:
     """Remove what a folder of the container holds (not the folder), no link followed."""
-    fd = _open_parts(root, parts)
+    fd = open_folder(root, parts)
     if fd is None:
         return
     try:
