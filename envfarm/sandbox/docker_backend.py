@@ -240,7 +240,15 @@ class DockerSandbox:
         try:
             info = await _in_thread(self._api.inspect_container, self.container.id)
             _, _, pid, files = docker_recycle.container_facts(info)
-            self._pristine = await _in_thread(docker_recycle.places_state, pid, files)
+
+            def first_state() -> docker_recycle.PlacesState:
+                root = docker_recycle.container_root(pid, self.container.id)
+                try:
+                    return docker_recycle.places_state(root, files)
+                finally:
+                    os.close(root)
+
+            self._pristine = await _in_thread(first_state)
         except (OSError, SandboxError, docker.errors.APIError) as exc:
             log.debug("sandbox %s cannot be recycled: %s", self.id, exc)
             return False
@@ -255,12 +263,16 @@ class DockerSandbox:
         if self._closed or self._pristine is None:
             raise docker_recycle.NotRecyclable(f"sandbox {self.id} is closed or was not marked pristine")
         try:
-            await docker_recycle.reset(self, self._pristine)
+            async with asyncio.timeout(docker_recycle.RESET_TIMEOUT_S):
+                await docker_recycle.reset(self, self._pristine)
             self._session = ShellSession(self._open_shell, self._run_detached, self._exec_exit_code)
             await self._session.start(self.spec.workdir)
             left = await self._session.exec(docker_recycle.IPC_CHECK, 10, 4096)
         except docker_recycle.NotRecyclable:
             raise
+        except TimeoutError as exc:
+            raise docker_recycle.NotRecyclable(f"sandbox {self.id}: the reset took longer than "
+                                               f"{docker_recycle.RESET_TIMEOUT_S:.0f} s") from exc
         except (OSError, SandboxError, docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise docker_recycle.NotRecyclable(f"sandbox {self.id}: the reset failed: {exc}") from exc
         if left.exit_code != 0 or left.output.strip() != "0":

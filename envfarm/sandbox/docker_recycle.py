@@ -6,13 +6,14 @@ image's warm queue only when nothing that happened in it can be seen by the next
 the reset is done from this machine, none of it by the container's own tools:
 
 1. every process but PID 1 is killed: the processes in the container's cgroup, each through a
-   pidfd (its number cannot be reused meanwhile) checked to be in that cgroup still, round after
-   round until PID 1 is alone (a fork bomb refills between rounds; the pids limit bounds it);
+   pidfd (which names that process, never a later one given its number) once seen in that cgroup
+   still, round after round until PID 1 is alone (a fork bomb refills between rounds; the pids limit bounds it);
 2. the writable layer (the overlay's upper directory) is walked, by descriptor, never following
    a link, and compared with the image: a read-only overlay of the container's own lower layers
    mounted here (`ImageView`, envfarm.sandbox.layer_reset), so the kernel resolves the image's
-   whiteouts and this code only compares. Through PID 1's root (`/proc/<pid>/root`, every step opened without following a
-   link) paths the image lacks are removed and the image's version of every other changed path
+   whiteouts and this code only compares. From a descriptor of the container's root (opened
+   once, through PID 1, every step below it opened without following a link) paths the image
+   lacks are removed and the image's version of every other changed path
    is written back with its owner, mode, extended attributes and times; /dev/shm and
    /dev/mqueue are emptied;
 3. the verification, from the layer alone: every entry of the writable layer must equal the
@@ -58,6 +59,8 @@ from envfarm.sandbox.layer_reset import (
 if TYPE_CHECKING:
     from envfarm.sandbox.docker_backend import DockerSandbox
 
+RESET_TIMEOUT_S = 120.0  # past it the pool stops waiting and closes the sandbox (the walk then fails)
+
 # The first command of the fresh session: no System V IPC object is left (header lines only).
 IPC_CHECK = ('ipcrm --all 2>/dev/null; cat /proc/sysvipc/shm /proc/sysvipc/msg /proc/sysvipc/sem '
              '| grep -cv "^ *key" || true')
@@ -76,31 +79,57 @@ def supported() -> bool:
 
 # -- the places outside the root file system -----------------------------------------------------
 
-# Under the container's root as PID 1 sees it: (folder, how deep to look). The cgroup tree's own
+# Under the container's root: (folder, how deep to look). The cgroup tree's own
 # mounts are read-only; only the tmpfs above them is looked at.
 PLACES = (("dev", 8), ("sys/fs/cgroup", 1))
 
 
-def places_state(pid: int, files: dict[str, str]) -> PlacesState:
-    """The writable places outside the root file system: entries under PLACES, seen through PID
-    1's root without following a link, and the digests of the engine's files bound into the
-    container (`files`: container path -> this machine's path)."""
+def places_state(root: int, files: dict[str, str]) -> PlacesState:
+    """The writable places outside the root file system: entries under PLACES, seen from the
+    container's root (`root`, see `container_root`) without following a link, and the digests
+    of the engine's files bound into the container (`files`: container path -> this machine's)."""
     state = PlacesState()
-    root = f"/proc/{pid}/root"
     for place, depth in PLACES:
-        top = os.path.join(root, place)
-        for parts, st in walk(top):
-            if len(parts) > depth:
-                continue
-            key = place + "/" + "/".join(parts)
-            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            content = digest(top, parts, st) if stat.S_ISREG(st.st_mode) and st.st_size < (1 << 20) else ""
-            state.entries[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev, size, content)
+        top = open_folder(root, place.split("/"))
+        if top is None:
+            raise NotRecyclable(f"/{place} is not a folder in the container")
+        try:
+            for parts, st in walk(top):
+                if len(parts) > depth:
+                    continue
+                key = place + "/" + "/".join(parts)
+                size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+                content = digest(top, parts, st) if stat.S_ISREG(st.st_mode) and st.st_size < (1 << 20) else ""
+                state.entries[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev, size, content)
+        finally:
+            os.close(top)
     for inside, path in files.items():
         if path:
             with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as fh:
                 state.entries[inside] = (hashlib.blake2b(fh.read(), digest_size=20).hexdigest(),)
     return state
+
+
+def container_root(pid: int, container_id: str) -> int:
+    """A descriptor of the container's root folder, through its PID 1 (`pid`): every write and
+    read of a reset starts there, never at /proc/<pid>/root again, so a PID 1 that dies and a
+    number reused by a process of this machine can never turn them onto this machine's files.
+    Opened while a pidfd shows that PID 1 alive and in the container's cgroup."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            signal.pidfd_send_signal(pidfd, 0)  # still the process the pidfd names: the number is its
+            if container_id not in _cgroup(pid):
+                raise NotRecyclable("the container's PID 1 is not the process this machine sees")
+        except BaseException:
+            os.close(root)
+            raise
+        return root
+    except ProcessLookupError as exc:
+        raise NotRecyclable("the container's PID 1 is gone") from exc
+    finally:
+        os.close(pidfd)
 
 
 def places_differ(before: PlacesState, after: PlacesState) -> str | None:
@@ -167,9 +196,9 @@ def _procs_file(pid: int) -> str:
 
 def kill_all(pid: int, rounds: int = 200) -> bool:
     """SIGKILL every process of the container but PID 1 (`pid`), round after round until PID 1
-    is alone; False if it never is. Each is signalled through a pidfd, which pins its number,
-    once it is seen in the container's cgroup still: never a process of this machine that
-    happened to get a freed number."""
+    is alone; False if it never is. Each is signalled through a pidfd, which names that process
+    and never a later one given its number, once it is seen in the container's cgroup still:
+    never a process of this machine that happened to get a freed number."""
     home = _cgroup(pid)
     for _ in range(rounds):
         others = [p for p in container_procs(pid) if p != pid]
@@ -191,7 +220,7 @@ def kill_all(pid: int, rounds: int = 200) -> bool:
     return False
 
 
-def empty_folder(root: str, parts: list[str]) -> None:
+def empty_folder(root: int, parts: list[str]) -> None:
     """Remove what a folder of the container holds (not the folder), no link followed."""
     fd = open_folder(root, parts)
     if fd is None:
@@ -226,21 +255,24 @@ def reaped(pid: int, wake: Callable[[], bool], wait_s: float = 3.0) -> bool:
         time.sleep(0.005)
 
 
-def reset_files(upper: str, lower: str, pid: int, files: dict[str, str], first: PlacesState,
-                wake: Callable[[], bool]) -> None:
+def reset_files(upper: str, lower: str, pid: int, container_id: str, files: dict[str, str],
+                first: PlacesState, wake: Callable[[], bool]) -> None:
     """Steps 1 to 3 of the module's reset, in this thread; NotRecyclable when one fails.
     `wake`: wakes PID 1 so that it reaps the killed processes it adopted."""
     if not kill_all(pid) or not reaped(pid, wake):
         raise NotRecyclable("processes were left after the kill")
-    root = f"/proc/{pid}/root"
-    with ImageView(lower) as view:
-        try:
-            apply_plan(root, view.path, plan_reset(upper, view.path))
-            empty_folder(root, ["dev", "shm"])
-            empty_folder(root, ["dev", "mqueue"])
-        except OSError as exc:
-            raise NotRecyclable(f"the restore failed: {exc}") from exc
-        why = verify_layer(upper, view.path) or places_differ(first, places_state(pid, files))
+    root = container_root(pid, container_id)
+    try:
+        with ImageView(lower) as view:
+            try:
+                apply_plan(root, view.path, plan_reset(upper, view.path))
+                empty_folder(root, ["dev", "shm"])
+                empty_folder(root, ["dev", "mqueue"])
+            except OSError as exc:
+                raise NotRecyclable(f"the restore failed: {exc}") from exc
+            why = verify_layer(upper, view.path) or places_differ(first, places_state(root, files))
+    finally:
+        os.close(root)
     if why is None and (container_procs(pid) != [pid] or not reaped(pid, wake)):
         why = "a process appeared during the reset"
     if why is not None:
@@ -256,5 +288,5 @@ async def reset(sandbox: DockerSandbox, first: PlacesState) -> None:
     await sandbox._session.close()
     info = await _in_thread(sandbox._api.inspect_container, sandbox.container.id)
     upper, lower, pid, files = container_facts(info)
-    await _in_thread(reset_files, upper, lower, pid, files, first,
+    await _in_thread(reset_files, upper, lower, pid, sandbox.container.id, files, first,
                      lambda: owner_lease.poke(sandbox.container.id))

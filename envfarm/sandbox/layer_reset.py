@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 
 from envfarm.sandbox.base import SandboxError
 
-MAX_ENTRIES = 200_000  # entries of the writable layer a reset handles (past it: close the sandbox)
+# A reset's bounds (past any: NotRecyclable, the sandbox is closed): the agent decides how many,
+# how deep and how large its files are, and each entry costs this process a few opens per level
+MAX_ENTRIES = 200_000  # entries of the writable layer
+MAX_DEPTH = 64  # folders from the root down to an entry
+COMPARE_MAX = 512 << 20  # bytes of the layer's files read for a comparison
 ARCHIVE_MAX = 256 << 20  # bytes of the image's versions a reset writes back (past it: close the sandbox)
 OVERLAY_XATTR = "trusted.overlay."
 
@@ -79,9 +83,10 @@ def _libc() -> ctypes.CDLL:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_folder(top: str, parts: list[str]) -> int | None:
-    """A descriptor of the folder top/parts (no link followed), or None where that is no folder."""
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def open_folder(top: str | int, parts: list[str]) -> int | None:
+    """A descriptor of the folder top/parts (no link followed below `top`, a path or a folder's
+    descriptor, which stays the caller's), or None where that is no folder."""
+    fd = os.dup(top) if isinstance(top, int) else os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     for name in parts:
         try:
             sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -93,7 +98,7 @@ def open_folder(top: str, parts: list[str]) -> int | None:
     return fd
 
 
-def _lstat(top: str, parts: list[str]) -> os.stat_result | None:
+def _lstat(top: str | int, parts: list[str]) -> os.stat_result | None:
     if not parts:
         return os.stat(top)
     fd = open_folder(top, parts[:-1])
@@ -107,7 +112,7 @@ def _lstat(top: str, parts: list[str]) -> os.stat_result | None:
         os.close(fd)
 
 
-def _xattrs(top: str, parts: list[str], st: os.stat_result) -> dict[str, bytes]:
+def _xattrs(top: str | int, parts: list[str], st: os.stat_result) -> dict[str, bytes]:
     """Extended attributes but the overlay's own (links carry none a user may set here)."""
     if stat.S_ISLNK(st.st_mode):
         return {}
@@ -118,7 +123,7 @@ def _xattrs(top: str, parts: list[str], st: os.stat_result) -> dict[str, bytes]:
         os.close(fd)
 
 
-def _open_entry(top: str, parts: list[str], st: os.stat_result) -> int:
+def _open_entry(top: str | int, parts: list[str], st: os.stat_result) -> int:
     if stat.S_ISDIR(st.st_mode):
         fd = open_folder(top, parts)
         if fd is None:
@@ -133,7 +138,7 @@ def _open_entry(top: str, parts: list[str], st: os.stat_result) -> int:
         os.close(parent)
 
 
-def digest(top: str, parts: list[str], st: os.stat_result) -> str:
+def digest(top: str | int, parts: list[str], st: os.stat_result) -> str:
     fd = _open_entry(top, parts, st)
     try:
         h = hashlib.blake2b(digest_size=20)
@@ -144,7 +149,7 @@ def digest(top: str, parts: list[str], st: os.stat_result) -> str:
         os.close(fd)
 
 
-def _readlink(top: str, parts: list[str]) -> str:
+def _readlink(top: str | int, parts: list[str]) -> str:
     fd = open_folder(top, parts[:-1])
     if fd is None:
         raise NotRecyclable(f"/{'/'.join(parts)} changed while it was checked")
@@ -154,7 +159,7 @@ def _readlink(top: str, parts: list[str]) -> str:
         os.close(fd)
 
 
-def _names(top: str, parts: list[str]) -> set[str]:
+def _names(top: str | int, parts: list[str]) -> set[str]:
     fd = open_folder(top, parts)
     if fd is None:
         return set()
@@ -164,10 +169,11 @@ def _names(top: str, parts: list[str]) -> set[str]:
         os.close(fd)
 
 
-def walk(top: str, limit: int = MAX_ENTRIES) -> Iterator[tuple[list[str], os.stat_result]]:
-    """Every entry under `top` (folders first), by descriptor, never following a link."""
+def walk(top: str | int, limit: int = MAX_ENTRIES) -> Iterator[tuple[list[str], os.stat_result]]:
+    """Every entry under `top` (folders first), by descriptor, never following a link; at most
+    `limit` entries, MAX_DEPTH deep and COMPARE_MAX bytes of files in all."""
     pending: list[list[str]] = [[]]
-    seen = 0
+    seen = size = 0
     while pending:
         parts = pending.pop()
         fd = open_folder(top, parts)
@@ -178,8 +184,10 @@ def walk(top: str, limit: int = MAX_ENTRIES) -> Iterator[tuple[list[str], os.sta
                 for entry in entries:
                     st = entry.stat(follow_symlinks=False)
                     seen += 1
-                    if seen > limit:
-                        raise NotRecyclable(f"the writable layer holds more than {limit} entries")
+                    size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+                    if seen > limit or len(parts) >= MAX_DEPTH or size > COMPARE_MAX:
+                        raise NotRecyclable(f"the layer is past a reset's bounds ({limit} entries, {MAX_DEPTH} "
+                                            f"folders deep, {COMPARE_MAX >> 20} MiB of files)")
                     yield [*parts, entry.name], st
                     if stat.S_ISDIR(st.st_mode):
                         pending.append([*parts, entry.name])
@@ -253,11 +261,11 @@ class Plan:
 def plan_reset(upper: str, image: str) -> Plan:
     """The removals and restores that make the writable layer the image's."""
     plan = Plan()
-    skip: list[str] = []  # subtrees already removed and restored whole
+    skip: set[str] = set()  # subtrees already removed and restored whole
     sealed: set[str] = set()
     for parts, st in sorted(walk(upper), key=lambda e: e[0]):
         path = "/" + "/".join(parts)
-        if any(path == s or path.startswith(s + "/") for s in skip):
+        if any("/" + "/".join(parts[:i]) in skip for i in range(1, len(parts) + 1)):
             continue
         why = differs(upper, image, parts, st, sealed)
         if why is None:
@@ -265,18 +273,18 @@ def plan_reset(upper: str, image: str) -> Plan:
         img = _lstat(image, parts)
         if img is None:
             plan.remove.append(path)
-            skip.append(path)
+            skip.add(path)
         elif stat.S_ISDIR(img.st_mode) and stat.S_ISDIR(st.st_mode) and "entries differ" not in why:
             plan.restore.append(parts)  # the folder's own metadata; its entries are looked at one by one
         else:
             plan.remove.append(path)
             plan.restore.append(parts)
-            skip.append(path)
+            skip.add(path)
     return plan
 
 
-def apply_plan(root: str, image: str, plan: Plan) -> None:
-    """Carry out `plan` in the container through `root` (PID 1's root here): remove, then write
+def apply_plan(root: int, image: str, plan: Plan) -> None:
+    """Carry out `plan` in the container through `root` (a descriptor of its root folder): remove, then write
     the image's versions (a removed folder with its whole subtree) with their owner, mode,
     extended attributes and times. No step follows a link: no process of the container runs."""
     for path in plan.remove:
@@ -314,7 +322,7 @@ def apply_plan(root: str, image: str, plan: Plan) -> None:
                 os.close(fd)
 
 
-def _put(root: str, image: str, parts: list[str], st: os.stat_result, budget: list[int],
+def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: list[int],
          folders: list[tuple[list[str], os.stat_result]]) -> None:
     parent = open_folder(root, parts[:-1])
     if parent is None:
