@@ -169,3 +169,21 @@ def test_an_agent_cannot_reach_the_grading_of_its_own_recycled_sandbox(fixture_t
     assert ".fix.diff" not in patch and "ordinal" not in patch
     assert used[0] == used[1] and stats["recycled_hits"] == 1  # graded in the very same container
     assert result.tests_ran and not result.resolved and result.fail_to_pass == 0.0
+
+
+def test_a_layer_past_the_reset_bounds_is_refused_not_walked(inflection_image):
+    """The agent decides how deep its folders go; the reset walks each level from the top, so
+    past its bounds it refuses at once (the sandbox is then closed)."""
+    deep = "cd /tmp && for i in $(seq 70); do mkdir d && cd d || exit 1; done; touch leaf"
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
+        try:
+            assert await sb.mark_pristine()
+            assert (await sb.exec(deep)).exit_code == 0
+            with pytest.raises(NotRecyclable, match="bounds"):
+                await sb.recycle()
+        finally:
+            await sb.close()
+
+    asyncio.run(main())
