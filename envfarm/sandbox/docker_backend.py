@@ -235,8 +235,8 @@ class DockerSandbox:
         /dev tree, the engine's bound files); False where this process cannot verify a reset."""
         from envfarm.sandbox import docker_recycle
 
-        if not docker_recycle.supported():
-            return False
+        if not docker_recycle.supported() or (self.spec.user or "root").split(":")[0] in ("root", "0"):
+            return False  # a root user (without capabilities) still writes what no reset verifies
         try:
             info = await _in_thread(self._api.inspect_container, self.container.id)
             _, _, pid, files = docker_recycle.container_facts(info)
@@ -244,7 +244,9 @@ class DockerSandbox:
             def first_state() -> docker_recycle.PlacesState:
                 root = docker_recycle.container_root(pid, self.container.id)
                 try:
-                    return docker_recycle.places_state(root, files)
+                    state = docker_recycle.places_state(root, files)
+                    docker_recycle.put_back_times(root, state)  # as before this look at them
+                    return state
                 finally:
                     os.close(root)
 
@@ -277,6 +279,8 @@ class DockerSandbox:
             raise docker_recycle.NotRecyclable(f"sandbox {self.id}: the reset failed: {exc}") from exc
         if left.exit_code != 0 or left.output.strip() != "0":
             raise docker_recycle.NotRecyclable(f"sandbox {self.id}: System V IPC objects were left")
+        self._counters = {"oom_kill": 0, "max": 0}
+        await self._cgroup_limit_hit()  # the kernel's counters now: a limit hit before is not the next user's
         self.uses += 1
         self.disk_used = self.inodes_used = 0
         self._inodes_before, self._disk_tripped = None, False

@@ -40,6 +40,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from envfarm.sandbox.layer_reset import (
     digest,
     open_folder,
     plan_reset,
+    readlink,
     verify_layer,
     walk,
 )
@@ -59,6 +61,7 @@ from envfarm.sandbox.layer_reset import (
 if TYPE_CHECKING:
     from envfarm.sandbox.docker_backend import DockerSandbox
 
+LAST_PID = 300  # the last process number a recycled sandbox's namespace says it handed out
 RESET_TIMEOUT_S = 120.0  # past it the pool stops waiting and closes the sandbox (the walk then fails)
 
 # The first command of the fresh session: no System V IPC object is left (header lines only).
@@ -86,28 +89,57 @@ PLACES = (("dev", 8), ("sys/fs/cgroup", 1))
 
 def places_state(root: int, files: dict[str, str]) -> PlacesState:
     """The writable places outside the root file system: entries under PLACES, seen from the
-    container's root (`root`, see `container_root`) without following a link, and the digests
-    of the engine's files bound into the container (`files`: container path -> this machine's)."""
+    container's root (`root`, see `container_root`) without following a link, with their type,
+    mode, owner, device, size, bytes, link target and times; and the engine's files bound into
+    the container (`files`: container path -> this machine's): their bytes, mode, owner and
+    modification time."""
     state = PlacesState()
     for place, depth in PLACES:
         top = open_folder(root, place.split("/"))
         if top is None:
             raise NotRecyclable(f"/{place} is not a folder in the container")
         try:
+            state.entries[place] = _entry(top, [], os.stat(top))
             for parts, st in walk(top):
-                if len(parts) > depth:
-                    continue
-                key = place + "/" + "/".join(parts)
-                size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-                content = digest(top, parts, st) if stat.S_ISREG(st.st_mode) and st.st_size < (1 << 20) else ""
-                state.entries[key] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev, size, content)
+                if len(parts) <= depth:
+                    state.entries[place + "/" + "/".join(parts)] = _entry(top, parts, st)
         finally:
             os.close(top)
     for inside, path in files.items():
         if path:
-            with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as fh:
-                state.entries[inside] = (hashlib.blake2b(fh.read(), digest_size=20).hexdigest(),)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME)
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                state.entries[inside] = (hashlib.blake2b(fh.read(), digest_size=20).hexdigest(),
+                                         st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
     return state
+
+
+def _entry(top: int, parts: list[str], st: os.stat_result) -> tuple:
+    """What a place's entry is: (mode, owner, group, device, size, bytes, link target, times)."""
+    regular = stat.S_ISREG(st.st_mode)
+    content = digest(top, parts, st) if regular and st.st_size < (1 << 20) else ""
+    target = readlink(top, parts) if stat.S_ISLNK(st.st_mode) else ""
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_rdev, st.st_size if regular else 0, content, target,
+            st.st_atime_ns, st.st_mtime_ns)
+
+
+def put_back_times(root: int, first: PlacesState) -> None:
+    """The first state's times on the places' entries (a user may set a writable device's times
+    to now, `touch /dev/null`, and emptying /dev/shm sets its own)."""
+    for key, entry in first.entries.items():
+        if len(entry) != 9:
+            continue  # an engine's bound file: compared, never written
+        parts = key.split("/")
+        parent = open_folder(root, parts[:-1])
+        if parent is None:
+            continue
+        try:
+            os.utime(parts[-1], ns=(entry[7], entry[8]), dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            pass  # gone: the comparison says so
+        finally:
+            os.close(parent)
 
 
 def container_root(pid: int, container_id: str) -> int:
@@ -133,8 +165,13 @@ def container_root(pid: int, container_id: str) -> int:
 
 
 def places_differ(before: PlacesState, after: PlacesState) -> str | None:
+    """Which place differs from the first state (access times aside: the reset puts them back,
+    and reading a place from here may move them)."""
+    def seen(entry: tuple | None) -> tuple | None:
+        return entry[:7] + entry[8:] if entry is not None and len(entry) == 9 else entry
+
     for key in sorted(set(before.entries) | set(after.entries)):
-        if before.entries.get(key) != after.entries.get(key):
+        if seen(before.entries.get(key)) != seen(after.entries.get(key)):
             return f"/{key} differs from the sandbox's first state"
     return None
 
@@ -221,19 +258,54 @@ def kill_all(pid: int, rounds: int = 200) -> bool:
 
 
 def empty_folder(root: int, parts: list[str]) -> None:
-    """Remove what a folder of the container holds (not the folder), no link followed."""
+    """Remove what a folder of the container holds (not the folder), no link followed; past a
+    reset's bounds (entries, depth) NotRecyclable."""
     fd = open_folder(root, parts)
     if fd is None:
         return
     try:
+        for _ in walk(fd):  # within the bounds before anything is removed
+            pass
         for name in os.listdir(fd):
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=fd)
             else:
                 os.unlink(name, dir_fd=fd)
+    except RecursionError as exc:
+        raise NotRecyclable(f"/{'/'.join(parts)} is nested too deep to empty") from exc
     finally:
         os.close(fd)
+
+
+def reset_counters(pid: int, container_id: str) -> None:
+    """What the kernel counts for the container and its next user could read: the memory peak
+    (written back to 0) and the last process number handed out (set to LAST_PID, from a process
+    of this machine's in the container's PID namespace: `nsenter`), so that neither tells how much
+    the previous user allocated or how many processes it started."""
+    for line in _cgroup_lines(pid):
+        _, controllers, rel = line.split(":", 2)
+        if container_id not in rel:
+            continue
+        for name in ("memory/" + rel.lstrip("/") + "/memory.max_usage_in_bytes",
+                     rel.lstrip("/") + "/memory.peak"):
+            path = os.path.join("/sys/fs/cgroup", name)
+            if ("memory" in controllers.split(",") or controllers == "") and os.path.exists(path):
+                try:
+                    with open(path, "w") as fh:
+                        fh.write("0")
+                except OSError:
+                    pass
+    res = subprocess.run(["nsenter", "-t", str(pid), "--pid", "--", "sh", "-c",
+                          f"echo {LAST_PID} > /proc/sys/kernel/ns_last_pid"],
+                         capture_output=True, text=True, timeout=10, check=False)
+    if res.returncode != 0:
+        raise NotRecyclable(f"cannot reset the container's last process number: {res.stderr.strip()[-200:]}")
+
+
+def _cgroup_lines(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cgroup") as fh:
+        return fh.read().splitlines()
 
 
 def reaped(pid: int, wake: Callable[[], bool], wait_s: float = 3.0) -> bool:
@@ -265,16 +337,20 @@ def reset_files(upper: str, lower: str, pid: int, container_id: str, files: dict
     try:
         with ImageView(lower) as view:
             try:
-                apply_plan(root, view.path, plan_reset(upper, view.path))
+                apply_plan(root, upper, view.path, plan_reset(upper, view.path))
                 empty_folder(root, ["dev", "shm"])
                 empty_folder(root, ["dev", "mqueue"])
+                put_back_times(root, first)
             except OSError as exc:
                 raise NotRecyclable(f"the restore failed: {exc}") from exc
             why = verify_layer(upper, view.path) or places_differ(first, places_state(root, files))
+            put_back_times(root, first)  # the verification's own reads moved the folders' access times
     finally:
         os.close(root)
     if why is None and (container_procs(pid) != [pid] or not reaped(pid, wake)):
         why = "a process appeared during the reset"
+    if why is None:
+        reset_counters(pid, container_id)
     if why is not None:
         raise NotRecyclable(f"after the reset {why}")
 

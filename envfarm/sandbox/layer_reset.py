@@ -9,7 +9,9 @@ only compares.
 
 from __future__ import annotations
 
+import array
 import ctypes
+import fcntl
 import hashlib
 import os
 import shutil
@@ -81,6 +83,14 @@ def _libc() -> ctypes.CDLL:
 # -- walking without following links ------------------------------------------------------------
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# reads that leave the access time alone (root may on any file): the agent's times are not
+# mixed with ours, and the image's layers are not touched
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOATIME
+# inode flags a file's owner may set (chattr: sync, noatime, nodump, dirsync, topdir, ...): a
+# channel from one user of a sandbox to the next unless reset (FS_IOC_GETFLAGS / SETFLAGS)
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+OWNER_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x4000 | 0x8000 | 0x10000 | 0x20000 \
+    | 0x800000 | 0x20000000
 
 
 def open_folder(top: str | int, parts: list[str]) -> int | None:
@@ -133,7 +143,7 @@ def _open_entry(top: str | int, parts: list[str], st: os.stat_result) -> int:
     if parent is None:
         raise NotRecyclable(f"/{'/'.join(parts)} changed while it was checked")
     try:
-        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
+        return os.open(parts[-1], _READ_FLAGS, dir_fd=parent)
     finally:
         os.close(parent)
 
@@ -149,7 +159,7 @@ def digest(top: str | int, parts: list[str], st: os.stat_result) -> str:
         os.close(fd)
 
 
-def _readlink(top: str | int, parts: list[str]) -> str:
+def readlink(top: str | int, parts: list[str]) -> str:
     fd = open_folder(top, parts[:-1])
     if fd is None:
         raise NotRecyclable(f"/{'/'.join(parts)} changed while it was checked")
@@ -197,8 +207,40 @@ def walk(top: str | int, limit: int = MAX_ENTRIES) -> Iterator[tuple[list[str], 
 
 # -- comparing the writable layer with the image -------------------------------------------------
 
-def _meta(st: os.stat_result) -> tuple[int, int, int]:
-    return st.st_mode, st.st_uid, st.st_gid
+def _meta(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns
+
+
+def _flags(top: str | int, parts: list[str], st: os.stat_result) -> int:
+    """The owner-settable inode flags of a file or folder (0 where the file system has none)."""
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return 0
+    fd = _open_entry(top, parts, st)
+    try:
+        return flags_of(fd)
+    finally:
+        os.close(fd)
+
+
+def flags_of(fd: int) -> int:
+    buf = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+    except OSError:
+        return 0
+    return buf[0] & 0xFFFFFFFF & OWNER_FLAGS
+
+
+def set_flags(fd: int, flags: int) -> None:
+    """Give a file or folder these owner-settable flags, keeping its others."""
+    buf = array.array("l", [0])
+    try:
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+    except OSError:
+        return
+    want = (buf[0] & 0xFFFFFFFF & ~OWNER_FLAGS) | flags
+    if want != buf[0] & 0xFFFFFFFF:
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("l", [want]))
 
 
 def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed: set[str]) -> str | None:
@@ -211,17 +253,7 @@ def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed
     img = _lstat(image, parts)
     if img is None:
         return f"{path} is not in the image"
-    if _meta(st) != _meta(img):
-        return f"{path}: mode or owner differ from the image's"
-    if stat.S_ISREG(st.st_mode):
-        if st.st_nlink != 1:
-            return f"{path} is hard-linked"
-        if st.st_size != img.st_size or digest(upper, parts, st) != digest(image, parts, img):
-            return f"{path}: content differs from the image's"
-    elif stat.S_ISLNK(st.st_mode):
-        if _readlink(upper, parts) != _readlink(image, parts):
-            return f"{path}: link target differs from the image's"
-    elif stat.S_ISDIR(st.st_mode):
+    if stat.S_ISDIR(st.st_mode):  # first: whether its listing is the layer's alone, for its entries too
         fd = open_folder(upper, parts)
         if fd is None:
             return f"{path} changed while it was checked"
@@ -236,10 +268,22 @@ def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed
             sealed.add(path)
             if _names(upper, parts) != _names(image, parts):
                 return f"{path}: its entries differ from the image's"
-    else:
+    if _meta(st) != _meta(img):
+        return f"{path}: mode, owner or modification time differ from the image's"
+    if stat.S_ISREG(st.st_mode):
+        if st.st_nlink != 1:
+            return f"{path} is hard-linked"
+        if st.st_size != img.st_size or digest(upper, parts, st) != digest(image, parts, img):
+            return f"{path}: content differs from the image's"
+    elif stat.S_ISLNK(st.st_mode):
+        if readlink(upper, parts) != readlink(image, parts):
+            return f"{path}: link target differs from the image's"
+    elif not stat.S_ISDIR(st.st_mode):
         return f"{path} is a device, socket or pipe"
     if _xattrs(upper, parts, st) != _xattrs(image, parts, img):
         return f"{path}: extended attributes differ from the image's"
+    if _flags(upper, parts, st) != _flags(image, parts, img):
+        return f"{path}: inode flags differ from the image's"
     return None
 
 
@@ -283,10 +327,11 @@ def plan_reset(upper: str, image: str) -> Plan:
     return plan
 
 
-def apply_plan(root: int, image: str, plan: Plan) -> None:
+def apply_plan(root: int, upper: str, image: str, plan: Plan) -> None:
     """Carry out `plan` in the container through `root` (a descriptor of its root folder): remove, then write
     the image's versions (a removed folder with its whole subtree) with their owner, mode,
-    extended attributes and times. No step follows a link: no process of the container runs."""
+    extended attributes, inode flags and times; then every entry of the layer gets the image's
+    access and modification times. No step follows a link: no process of the container runs."""
     for path in plan.remove:
         parts = path.strip("/").split("/")
         parent = open_folder(root, parts[:-1])
@@ -313,6 +358,7 @@ def apply_plan(root: int, image: str, plan: Plan) -> None:
         if stat.S_ISDIR(st.st_mode) and "/" + "/".join(parts) in removed:
             for sub, sst in walk(os.path.join(image, *parts)):  # the image's view: this machine's mount
                 _put(root, image, [*parts, *sub], sst, budget, folders)
+    set_times(root, upper, image)
     for parts, st in reversed(folders):  # a folder's time once its entries are written
         fd = open_folder(root, parts)
         if fd is not None:
@@ -337,7 +383,7 @@ def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: li
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             folders.append((parts, st))
         elif stat.S_ISLNK(st.st_mode):
-            os.symlink(_readlink(image, parts), name, dir_fd=parent)
+            os.symlink(readlink(image, parts), name, dir_fd=parent)
             os.chown(name, st.st_uid, st.st_gid, dir_fd=parent, follow_symlinks=False)
             os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=parent, follow_symlinks=False)
             return
@@ -366,10 +412,29 @@ def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: li
             os.removexattr(fd, n)
         for n, v in want.items():
             os.setxattr(fd, n, v)
+        set_flags(fd, _flags(image, parts, st))
         if not stat.S_ISDIR(st.st_mode):
             os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(fd)
+
+
+def set_times(root: int, upper: str, image: str) -> None:
+    """Give every entry of the writable layer the image's access and modification times (the
+    agent's own, `touch -d`, carry whatever it chose to the next user)."""
+    for parts, _ in sorted(walk(upper), key=lambda e: len(e[0]), reverse=True):  # folders after their entries
+        img = _lstat(image, parts)
+        if img is None:
+            continue
+        parent = open_folder(root, parts[:-1])
+        if parent is None:
+            continue
+        try:
+            os.utime(parts[-1], ns=(img.st_atime_ns, img.st_mtime_ns), dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(parent)
 
 
 def verify_layer(upper: str, image: str) -> str | None:

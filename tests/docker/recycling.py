@@ -26,6 +26,17 @@ echo shm > /dev/shm/left; ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null
 python3 -c "import ctypes, os; rt = ctypes.CDLL('librt.so.1')
 rt.mq_open(b'/left', os.O_CREAT | os.O_RDWR, 0o600, None)" 2>/dev/null
 mkfifo /tmp/fifo
+touch -d '2001-02-03 04:05:06.123456789' setup.py inflection/__init__.py inflection ~/.bashrc /testbed
+touch -a -d '2001-02-03 04:05:06.987654321' tox.ini 2>/dev/null
+python3 - <<'PY' 2>/dev/null
+import array, fcntl, os
+for path, flags in (("/testbed/setup.py", 0x80 | 0x40 | 0x8), ("/testbed/inflection", 0x10000 | 0x20000)):
+    fd = os.open(path, os.O_RDONLY)
+    buf = array.array("l", [0]); fcntl.ioctl(fd, 0x80086601, buf, True)
+    fcntl.ioctl(fd, 0x40086602, array.array("l", [buf[0] | flags])); os.close(fd)
+PY
+touch /dev/null /dev/zero /dev/ptmx 2>/dev/null
+(for i in $(seq 40); do sleep 1000 & done) >/dev/null 2>&1
 nohup sleep 100000 >/dev/null 2>&1 &
 setsid bash -c 'while :; do echo alive >> /tmp/daemon; sleep 0.2; done' >/dev/null 2>&1 < /dev/null &
 (cat /tmp/fifo >/dev/null &)
@@ -33,12 +44,33 @@ true
 """
 
 # What a user sees of the sandbox: every path outside /proc, /sys and /dev with its type, mode,
-# owner and size (files) or target (links); the bytes of every file it may read in the places
-# users write (the engine's /etc/hosts and /etc/hostname name the container: left out); its
-# /dev/shm and /dev/mqueue; System V IPC objects; how many processes run.
+# owner, modification time and size (files) or target (links); the bytes of every file it may
+# read in the places users write (the engine's /etc/hosts and /etc/hostname name the container:
+# left out, as the times of what the engine makes with each container); the inode flags there;
+# its /dev/shm and /dev/mqueue; System V IPC objects; how many processes run.
 FINGERPRINT = r"""
-find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type f -printf '%p f %m %U %G %s\n' \
-  -o ! -type f -printf '%p %y %m %U %G %l\n' 2>/dev/null | sort
+find / -mindepth 1 -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /etc/hosts -o -path /etc/hostname \
+  -o -path /etc/resolv.conf \) -prune -o -type f -printf '%p f %m %U %G %s %T@\n' \
+  -o ! -type f -printf '%p %y %m %U %G %l %T@\n' 2>/dev/null | sort \
+  | sed -E 's#^(/\.dockerenv|/etc|/etc/mtab) (.*) [0-9.]+$#\1 \2 (made with the container)#'
+python3 - <<'PY'
+import array, fcntl, os
+for top in ("/testbed", "/tmp", os.path.expanduser("~")):
+    for base, dirs, files in os.walk(top):
+        for name in sorted(dirs + files):
+            path = os.path.join(base, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            buf = array.array("l", [0])
+            try:
+                fcntl.ioctl(fd, 0x80086601, buf, True)
+                print("flags", path, hex(buf[0] & 0x2083C1FF))
+            except OSError:
+                pass
+            os.close(fd)
+PY
 find /testbed /tmp /var/tmp /home /root /etc /usr/local /usr/bin /opt -xdev -type f -readable \
   ! -path /etc/hostname ! -path /etc/hosts -exec md5sum {} + 2>/dev/null | sort
 ls -la --time-style=+ /dev/shm /dev/mqueue | sed 's/  */ /g'

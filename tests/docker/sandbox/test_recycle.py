@@ -187,3 +187,58 @@ def test_a_layer_past_the_reset_bounds_is_refused_not_walked(inflection_image):
             await sb.close()
 
     asyncio.run(main())
+
+
+def test_what_the_kernel_counted_for_the_previous_user_is_not_the_next_users(inflection_image):
+    """A previous user that ran into the pids limit (and exited cleanly, so nothing read the
+    counters), allocated memory and started many processes: the next user's timeout is a
+    timeout, not a pids limit, and neither the memory peak nor the last process number tells
+    what the previous user did."""
+    busy = ("(for i in $(seq 600); do sleep 30 & done) >/dev/null 2>&1; "
+            "python3 -c 'x = bytearray(300 << 20)'; echo started")
+    quiet = "true"
+    look = "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes /proc/sys/kernel/ns_last_pid"
+
+    async def one(episode: str):
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
+        try:
+            assert await sb.mark_pristine()
+            await sb.exec(episode, timeout=60)
+            await sb.recycle()
+            seen = (await sb.exec(look)).output.split()
+            slow = await sb.exec("sleep 5", timeout=1)
+            return int(seen[0]), seen[1], slow.limit
+        finally:
+            await sb.close()
+
+    async def main():
+        return await one(busy), await one(quiet)
+
+    (peak_busy, last_busy, limit_busy), (_, last_quiet, _) = asyncio.run(main())
+    assert limit_busy == "timeout"
+    assert peak_busy < 100 << 20
+    # the reset's own commands take a few numbers: the previous user's 600 processes do not show
+    assert abs(int(last_busy) - int(last_quiet)) <= 5 and int(last_busy) < 400
+
+
+def test_the_dev_tree_is_as_first_handed_out_and_too_deep_a_dev_shm_is_refused(inflection_image):
+    look = "stat -c '%n %Y %X' /dev/null /dev/zero /dev/shm /dev/pts/ptmx; ls -A /dev/shm"
+    deep = "python3 -c \"import os; os.chdir('/dev/shm'); [(os.mkdir('d'), os.chdir('d')) for _ in range(1500)]\""
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
+        try:
+            assert await sb.mark_pristine()
+            first = (await sb.exec(look)).output
+            await sb.exec("sleep 1.1; touch /dev/null /dev/zero /dev/pts/ptmx; echo x > /dev/shm/x")
+            await sb.recycle()
+            after = (await sb.exec(look)).output
+            await sb.exec(deep)
+            with pytest.raises(NotRecyclable):
+                await sb.recycle()
+            return first, after
+        finally:
+            await sb.close()
+
+    first, after = asyncio.run(main())
+    assert after == first
