@@ -17,20 +17,26 @@ the reset is done from this machine, none of it by the container's own tools:
    is written back with its owner, mode, extended attributes and times; /dev/shm and
    /dev/mqueue are emptied;
 3. the verification, from the layer alone: every entry of the writable layer must equal the
-   image's (type, mode, owner, size, bytes, link target, extended attributes), with no whiteout,
-   no hard link, no device and no entry the image lacks, and a folder whose listing is the
-   layer's own (opaque, or below one) must hold exactly the image's names; the container's other
-   writable places (its /dev tree, the top of /sys/fs/cgroup, /etc/hosts, /etc/hostname,
-   /etc/resolv.conf) must equal their state when the sandbox was first handed out, and PID 1
-   must still be alone;
-4. a fresh shell session starts (the one command the engine runs for a reset) and removes and
-   checks System V IPC objects, with the tools just verified.
+   image's (type, mode, owner, modification time, size, bytes, link target, extended
+   attributes, inode flags), with no whiteout, no hard link, no device and no entry the image
+   lacks, and a folder whose listing is the layer's own (opaque, or below one) must hold exactly
+   the image's names; every entry gets the image's access time too. The container's other
+   writable places (its /dev tree with link targets and times, the top of /sys/fs/cgroup, the
+   engine's /etc/hosts, /etc/hostname, /etc/resolv.conf) must equal their state when the sandbox
+   was first handed out, and PID 1 must still be alone;
+4. what the kernel counted for the container is reset (its memory peak; the last process number
+   its PID namespace handed out, set to LAST_PID) and read afresh, then a fresh shell session
+   starts (the one command the engine runs for a reset) and removes and checks System V IPC
+   objects, with the tools just verified.
 
 A sandbox that fails any step is closed as any used sandbox, and a fresh one takes its place.
-Needs this process to read the engine's storage, mount and signal (root on the node, as the
-fork's upper-directory walk); elsewhere `supported()` is False and sandboxes are never reused.
-Not restored: change times and inode numbers (a restored file is a new file with the image's
-bytes and metadata), which carry nothing of any task.
+A sandbox whose user is root is never recycled: without capabilities it still writes what this
+does not verify (the container's top folder, /dev's links, the bound files' modes). Needs this
+process to read the engine's storage, mount and signal (root on the node, beside the engine);
+elsewhere `supported()` is False and sandboxes are never reused. Left as a channel of a few
+bits: which of the image's files the user could write outside the work tree (its home's start-up
+files; the work tree is rewritten whole at every task's set-up) a previous user changed shows in
+their change time and inode number, which no reset can set.
 """
 
 from __future__ import annotations
