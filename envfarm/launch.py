@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="host actors per Ray node; each multiplexes many sandboxes (default: 1)")
     farm.add_argument("--warm-fraction", type=float, default=0.25,
                       help="warm sandboxes each host keeps ready, as a fraction of its slots (default: 0.25)")
-    farm.add_argument("--no-recycle", dest="recycle", action="store_false",
-                      help="close every used sandbox instead of resetting it for the next episode of its image "
-                           "(a reset is verified from the node and needs root there: docs/CLUSTER.md)")
+    farm.add_argument("--recycle", action="store_true",
+                      help="reset used sandboxes for the next episode of their image instead of closing them: "
+                           "0.4x the machine CPU per episode; verified from the node (root there), and the "
+                           "kernel's counters stay a narrow channel between episodes (README, docs/CLUSTER.md)")
     farm.add_argument("--max-retries", type=int, default=3,
                       help="times an episode hit by an infrastructure fault is retried on another host, after "
                            "1, 2, 4 ... s (default: 3)")

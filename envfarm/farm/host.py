@@ -53,8 +53,9 @@ class HostConfig:
     memory_per_sandbox: str = "2g"
     registry: str | None = None
     # reset used sandboxes for the next episode of their image where the backend can verify the
-    # reset (Docker, with this process root on the node: envfarm.sandbox.docker_recycle)
-    recycle_sandboxes: bool = True
+    # reset (Docker, with this process root on the node: envfarm.sandbox.docker_recycle). Off by
+    # default: the kernel's counters a reset cannot clear stay a narrow channel between episodes
+    recycle_sandboxes: bool = False
 
     def __post_init__(self) -> None:
         self.env_config = EnvConfig.coerce(self.env_config, run=self.run)

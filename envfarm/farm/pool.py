@@ -126,7 +126,7 @@ class WarmPool:
             ok = True
         except Exception as exc:  # noqa: BLE001 - a failed reset only costs the sandbox
             self.recycle_failures += 1
-            log.info("sandbox %s not recycled: %s", sandbox.id, exc)
+            log.warning("sandbox %s not recycled (closed instead): %s", sandbox.id, exc)
         finally:
             self._returning[image] -= 1
             if not ok:  # failed, or cancelled mid-way: never handed out again

@@ -57,7 +57,7 @@ class FarmConfig:
     prefetch_images: bool = False  # put every task image on every node before the first episode
     cpus_per_sandbox: float = 1.0
     memory_per_sandbox: str = "2g"
-    recycle_sandboxes: bool = True  # see HostConfig.recycle_sandboxes
+    recycle_sandboxes: bool = False  # see HostConfig.recycle_sandboxes
 
     def __post_init__(self) -> None:
         self.env_config = EnvConfig.coerce(self.env_config)

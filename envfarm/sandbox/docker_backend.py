@@ -244,7 +244,7 @@ class DockerSandbox:
             def first_state() -> docker_recycle.PlacesState:
                 root = docker_recycle.container_root(pid, self.container.id)
                 try:
-                    state = docker_recycle.places_state(root, files)
+                    state = docker_recycle.places_state(root, files, pid)
                     docker_recycle.put_back_times(root, state)  # as before this look at them
                     return state
                 finally:

@@ -93,7 +93,15 @@ def supported() -> bool:
 PLACES = (("dev", 8), ("sys/fs/cgroup", 1))
 
 
-def places_state(root: int, files: dict[str, str]) -> PlacesState:
+# The container's network namespace as its sockets and counters show it (no network but the
+# loopback): sockets left waiting (TIME_WAIT holds chosen addresses for a minute) and counters
+# a user sets at will are a channel to the next one, which no reset clears; any difference from
+# the first state makes the sandbox not recyclable.
+# (Not sockstat: its socket count and memory are the whole machine's, moving with every process.)
+NET_FILES = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix", "packet", "snmp", "snmp6", "netstat", "dev")
+
+
+def places_state(root: int, files: dict[str, str], pid: int) -> PlacesState:
     """The writable places outside the root file system: entries under PLACES, seen from the
     container's root (`root`, see `container_root`) without following a link, with their type,
     mode, owner, device, size, bytes, link target and times; and the engine's files bound into
@@ -111,6 +119,12 @@ def places_state(root: int, files: dict[str, str]) -> PlacesState:
                     state.entries[place + "/" + "/".join(parts)] = _entry(top, parts, st)
         finally:
             os.close(top)
+    for name in NET_FILES:
+        try:
+            with open(f"/proc/{pid}/net/{name}", "rb") as fh:
+                state.entries[f"net/{name}"] = (hashlib.blake2b(fh.read(), digest_size=20).hexdigest(),)
+        except FileNotFoundError:
+            continue
     for inside, path in files.items():
         if path:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME)
@@ -349,7 +363,7 @@ def reset_files(upper: str, lower: str, pid: int, container_id: str, files: dict
                 put_back_times(root, first)
             except OSError as exc:
                 raise NotRecyclable(f"the restore failed: {exc}") from exc
-            why = verify_layer(upper, view.path) or places_differ(first, places_state(root, files))
+            why = verify_layer(upper, view.path) or places_differ(first, places_state(root, files, pid))
             put_back_times(root, first)  # the verification's own reads moved the folders' access times
     finally:
         os.close(root)

@@ -27,6 +27,7 @@ from envfarm.sandbox.base import SandboxError
 MAX_ENTRIES = 200_000  # entries of the writable layer
 MAX_DEPTH = 64  # folders from the root down to an entry
 COMPARE_MAX = 512 << 20  # bytes of the layer's files read for a comparison
+SLACK_BLOCKS = 16  # 512-byte blocks a copy may hold beyond the image's (file systems round differently)
 ARCHIVE_MAX = 256 << 20  # bytes of the image's versions a reset writes back (past it: close the sandbox)
 OVERLAY_XATTR = "trusted.overlay."
 
@@ -268,6 +269,9 @@ def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed
             sealed.add(path)
             if _names(upper, parts) != _names(image, parts):
                 return f"{path}: its entries differ from the image's"
+        if st.st_size > max(img.st_size, 4096) or st.st_blocks > img.st_blocks + SLACK_BLOCKS:
+            # a folder never shrinks on ext4: its size tells how many entries it once held
+            return f"{path}: its entries differ from the image's (a folder grown past the image's size)"
     if _meta(st) != _meta(img):
         return f"{path}: mode, owner or modification time differ from the image's"
     if stat.S_ISREG(st.st_mode):
@@ -275,6 +279,8 @@ def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed
             return f"{path} is hard-linked"
         if st.st_size != img.st_size or digest(upper, parts, st) != digest(image, parts, img):
             return f"{path}: content differs from the image's"
+        if st.st_blocks > img.st_blocks + SLACK_BLOCKS:  # fallocate(KEEP_SIZE): disk no size shows
+            return f"{path}: holds more disk space than the image's"
     elif stat.S_ISLNK(st.st_mode):
         if readlink(upper, parts) != readlink(image, parts):
             return f"{path}: link target differs from the image's"

@@ -98,8 +98,7 @@ def terse(kind: str, observations: list[Observation], n_failing: int, locations:
     """One or two sentences."""
     tests = f"{n_failing} test{'s' if n_failing != 1 else ''} fail{'s' if n_failing == 1 else ''}."
     if kind == "reimplement":
-        summary = (doc or "").strip().split("\n\n")[0].replace("\n", " ")
-        summary = _short(summary.split(". ")[0].rstrip("."), 140) if summary else ""
+        summary = first_sentence((doc or "").strip().split("\n\n")[0].replace("\n", " "))
         return f"Implement `{function}`" + (f": {summary}." if summary else ".") + f" {tests}"
     subjects = list(dict.fromkeys(f"`{o.subject}`" for o in observations if o.subject))
     if locations > 1:
@@ -108,6 +107,12 @@ def terse(kind: str, observations: list[Observation], n_failing: int, locations:
     obs = observations[0] if observations else None
     what = title(obs) if obs else "Something returns a wrong result"
     return f"{what}; {tests}"
+
+
+def first_sentence(text: str) -> str:
+    """A docstring's first sentence (ended by . ! or ?), without its end mark, at most 140 characters."""
+    first = re.split(r"(?<=[.!?])\s+", text.strip())[0] if text.strip() else ""
+    return _short(first.rstrip(".!? "), 140) if first else ""
 
 
 def safe(text: str, bug_patch: str, test_ids: list[str]) -> bool:

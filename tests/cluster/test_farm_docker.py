@@ -64,19 +64,23 @@ def test_hosts_spread_over_nodes_and_survive_a_node_loss(three_node_cluster, fix
 
 
 def test_local_run_of_8_envs_over_40_episodes(tmp_path: Path, fixture_tasks):
+    """With --recycle (every other farm test closes used sandboxes): agents' and graders'
+    sandboxes come back reset, every episode resolves, nothing is left."""
     tasks_file = tmp_path / "tasks.jsonl"
     rows = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")
     tasks_file.write_text("".join(json.dumps(t.model_dump()) + "\n" for t in rows))
     run = f"test-local-{int(time.time())}"
     proc = subprocess.run(
         [sys.executable, "-m", "envfarm.launch", "--envs", "8", "--episodes", "40", "--group-size", "4",
-         "--tasks", str(tasks_file), "--out", str(tmp_path / "rollouts"), "--run", run, "--no-live"],
+         "--tasks", str(tasks_file), "--out", str(tmp_path / "rollouts"), "--run", run, "--no-live", "--recycle"],
         capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "rollouts" / run
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["episodes_finished"] == 40 and summary["failed_infrastructure"] == 0
+    assert summary["sandboxes_recycled"] > 0 and summary["sandboxes_recycle_failures"] == 0, summary
+    assert summary["sandboxes_created"] < 80  # 40 episodes and their 40 gradings, fewer fresh sandboxes
     lines = [json.loads(line) for f in sorted(run_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
     assert len(lines) == 40 and len({r["episode_id"] for r in lines}) == 40
     assert sum(r["resolved"] for r in lines) == 40

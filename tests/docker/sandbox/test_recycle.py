@@ -242,3 +242,55 @@ def test_the_dev_tree_is_as_first_handed_out_and_too_deep_a_dev_shm_is_refused(i
 
     first, after = asyncio.run(main())
     assert after == first
+
+
+def test_disk_held_beyond_a_files_size_and_a_grown_folder_are_given_back(inflection_image):
+    """fallocate(KEEP_SIZE) on a file the user owns keeps its size, bytes and time (put back)
+    but holds disk no size shows; a folder that held many entries stays large on ext4. Both
+    carried bits (and disk) to the next user."""
+    episode = r"""fallocate -n -l 50M ~/.bashrc && touch -r ~/.profile ~/.bashrc
+for i in $(seq 800); do : > "/tmp/$(printf 'x%.0s' $(seq 120))$i"; done; rm -f /tmp/x*
+"""
+    look = "stat -c '%n %s %b' ~/.bashrc /tmp"
+
+    async def main():
+        async with await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle") as fresh:
+            before = (await fresh.exec(look)).output
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
+        try:
+            assert await sb.mark_pristine()
+            await sb.exec(episode, timeout=120)
+            during = (await sb.exec(look)).output
+            await sb.recycle()
+            return before, during, (await sb.exec(look)).output
+        finally:
+            await sb.close()
+
+    before, during, after = asyncio.run(main())
+    assert during != before  # the episode did hold the disk and grow the folder
+    assert after == before
+
+
+def test_a_socket_left_waiting_on_the_loopback_is_never_handed_on(inflection_image):
+    """TIME_WAIT keeps a closed connection's chosen addresses in the container's network
+    namespace for a minute, readable by the next user: such a sandbox is not recycled."""
+    episode = r"""python3 - <<'PY'
+import socket
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+for last in range(2, 12):
+    c = socket.socket(); c.bind((f"127.0.0.{last}", 0)); c.connect(srv.getsockname())
+    s, _ = srv.accept(); s.close(); c.close()
+PY
+grep -c ':' /proc/net/tcp"""
+
+    async def main():
+        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
+        try:
+            assert await sb.mark_pristine()
+            await sb.exec(episode, timeout=60)
+            with pytest.raises(NotRecyclable, match="net/"):
+                await sb.recycle()
+        finally:
+            await sb.close()
+
+    asyncio.run(main())
