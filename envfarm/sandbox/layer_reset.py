@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -54,7 +55,8 @@ class ImageView:
         opts = ("lowerdir=" + ":".join(layers)).encode()
         if len(opts) > 4000:  # one page of mount options
             raise NotRecyclable("the image has too many layers to mount its view in one option string")
-        self.path = tempfile.mkdtemp(prefix="envfarm-image-")
+        sweep_stale_views()
+        self.path = tempfile.mkdtemp(prefix=f"{VIEW_PREFIX}{time.time():.0f}-")
         if _libc().mount(b"overlay", self.path.encode(), b"overlay", MS_RDONLY, opts) != 0:
             err = ctypes.get_errno()
             self._cleanup()
@@ -75,6 +77,42 @@ class ImageView:
 
 
 MS_RDONLY, MNT_DETACH = 1, 2
+VIEW_PREFIX = "envfarm-image-view-"  # then the unix time it was mounted: a sweep can tell its age
+VIEW_STALE_S = 600.0  # a reset takes at most RESET_TIMEOUT_S (120 s): older views were left behind
+_last_sweep = 0.0
+
+
+def sweep_stale_views(now: float | None = None) -> int:
+    """Unmount and remove image views a reset left mounted (its process killed in the middle),
+    once a minute at most per process; how many. Only views older than VIEW_STALE_S: another
+    process's reset on this node may be using a younger one."""
+    global _last_sweep
+    now = time.time() if now is None else now
+    if now - _last_sweep < 60.0:
+        return 0
+    _last_sweep = now
+    swept = 0
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            points = [line.split()[4] for line in fh]
+    except OSError:
+        return 0
+    for point in points:
+        name = os.path.basename(point)
+        if os.path.dirname(point) != tempfile.gettempdir() or not name.startswith(VIEW_PREFIX):
+            continue
+        try:
+            mounted = float(name[len(VIEW_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if now - mounted > VIEW_STALE_S:
+            _libc().umount2(point.encode(), MNT_DETACH)
+            try:
+                os.rmdir(point)
+            except OSError:
+                pass
+            swept += 1
+    return swept
 
 
 def _libc() -> ctypes.CDLL:
