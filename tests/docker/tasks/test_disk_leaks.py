@@ -104,8 +104,10 @@ def _ranks(rows: dict[str, list[str]], col: int) -> list[str]:
 def test_mutated_files_look_like_every_other_file():
     tasks = BY_IMAGE["envfarm/repo-more-itertools:11.2.1"]
     by_path: dict[str, object] = {}
-    for t in tasks:  # one task per changed file: more.py (mode 755) and recipes.py
-        by_path.setdefault(t.envfarm_meta["path"], t)
+    for t in tasks:  # one single bug per changed file: more.py (mode 755) and recipes.py
+        meta = t.envfarm_meta or {}
+        if meta.get("path") and not meta.get("locations"):
+            by_path.setdefault(meta["path"], t)
     picked = list(by_path.values())[:2]
     assert len(picked) == 2
 
