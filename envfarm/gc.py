@@ -33,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         ray.init(address=args.address, logging_level="ERROR")
-        per_node = gc_cluster(args.run, args.older_than, args.images)
-        for node, n in per_node.items():
+        report = gc_cluster(args.run, args.older_than, args.images)
+        for node, n in report.removed.items():
             print(f"{node}: removed {n} container(s) or image(s)")
-        print(f"found and removed {sum(per_node.values())} container(s) or image(s) left behind on "
-              f"{len(per_node)} node(s)")
+        for node, why in report.unreachable.items():
+            print(f"{node}: not reached ({why}): run `python -m envfarm.gc` on that machine")
+        print(f"found and removed {report.total} container(s) or image(s) left behind on "
+              f"{len(report.removed)} node(s)")
+        if report.unreachable:
+            return 1
     else:
         print(f"found and removed {remove_containers(run=args.run, older_than_s=args.older_than)} "
               "container(s) left behind")

@@ -241,20 +241,24 @@ class EnvFarm:
         for check in list(self._checks):
             check.cancel()
         await asyncio.gather(*self._checks, return_exceptions=True)
-        left = 0
         results = await asyncio.gather(*(h.shutdown.remote() for h in self.hosts), return_exceptions=True)
-        left += sum(r for r in results if isinstance(r, int))
+        left = sum(r for r in results if isinstance(r, int))
+        unreachable: dict[str, str] = {}
         if make_backend(self.config.backend_config).leaves_orphans:
             from envfarm.farm.reaper import gc_cluster
 
-            left += sum((await asyncio.to_thread(gc_cluster, self.config.run,
-                                                 backend=self.config.backend_config)).values())
+            report = await asyncio.to_thread(gc_cluster, self.config.run, backend=self.config.backend_config)
+            left += report.total
+            unreachable = report.unreachable
         for h in self.hosts:
             ray.kill(h, no_restart=True)
         self.hosts.clear()
         if self._started_ray:
             ray.shutdown()
-        return {"containers_removed_at_shutdown": left}
+        cleanup: dict[str, Any] = {"containers_removed_at_shutdown": left}
+        if unreachable:  # lost nodes: their sandboxes end with their owners, gc on that machine for the rest
+            cleanup["nodes_not_cleaned"] = unreachable
+        return cleanup
 
     async def __aenter__(self) -> EnvFarm:
         await self.start()
