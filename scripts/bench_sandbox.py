@@ -2,7 +2,8 @@
 
 (a) a trivial command through the persistent session vs one `docker exec` per command, on the
     same container, interleaved so that machine noise hits both alike;
-(b) sandbox create and close, and the machine's CPU they cost;
+(b) sandbox create and close, and the machine's CPU they cost; side by side with the engine's
+    `none` network (envfarm.sandbox.no_network: what a remote engine falls back to);
 (c) grading one fixture task with its gold patch (fresh sandbox, bug commit, patch, tests);
 (d) how long a sandbox whose owner is gone takes to remove itself (grace period 1 s here): its
     owner's lease connection is closed as a dying process's would be, nothing else is done;
@@ -27,12 +28,12 @@ import time
 
 import docker.errors
 import sandbox_density
-from benchlib import pct, phase_medians, report
+from benchlib import machine_cpu_s, pct, phase_medians, report
 from fork_bench import bench_fork
-from recycle_bench import bench_recycle, machine_cpu_s
+from recycle_bench import bench_recycle
 
 from envfarm.env.patch import extract_patch
-from envfarm.sandbox import owner_lease
+from envfarm.sandbox import no_network, owner_lease
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox, docker_client
 from envfarm.sandbox.images import build_repo, load_projects
@@ -63,16 +64,27 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
                 dexec.append(time.perf_counter() - t)
     finally:
         await sb.close()
-    creates, closes = [], []
-    cpu_before = machine_cpu_s()
-    for _ in range(lifecycles):
-        t = time.perf_counter()
-        sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
-        creates.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        await sb.close()
-        closes.append(time.perf_counter() - t)
-    lifecycle_cpu = (machine_cpu_s() - cpu_before) / max(1, lifecycles)
+    # envfarm's way (network disabled, no engine network set-up) against the engine's `none`
+    # network (what a process falls back to where the engine cannot bind its hosts file), alternating
+    creates: dict[bool, list[float]] = {True: [], False: []}
+    closes: list[float] = []
+    cpu = {True: 0.0, False: 0.0}
+    try:
+        for i in range(2 * lifecycles):
+            fast = i % 2 == 0
+            no_network._disabled_for_process = not fast
+            cpu_before = machine_cpu_s()
+            t = time.perf_counter()
+            sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
+            creates[fast].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await sb.close()
+            if fast:
+                closes.append(time.perf_counter() - t)
+            cpu[fast] += machine_cpu_s() - cpu_before
+    finally:
+        no_network._disabled_for_process = False
+    lifecycle_cpu = cpu[True] / max(1, lifecycles)
     orphaned = []
     for _ in range(3):
         sb = await DockerSandbox.create(SandboxSpec(image=image, orphan_grace_s=1), run="bench")
@@ -114,13 +126,16 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         "docker_exec_p50_ms": statistics.median(dexec) * ms,
         "docker_exec_p95_ms": pct(dexec, 0.95) * ms,
         "docker_exec_vs_session_ratio": statistics.median(dexec) / statistics.median(session),
-        "create_p50_ms": statistics.median(creates) * ms,
-        "create_p95_ms": pct(creates, 0.95) * ms,
+        "create_p50_ms": statistics.median(creates[True]) * ms,
+        "create_p95_ms": pct(creates[True], 0.95) * ms,
+        "create_engine_none_network_p50_ms": statistics.median(creates[False]) * ms,
+        "create_vs_engine_none_network_ratio": statistics.median(creates[True]) / statistics.median(creates[False]),
         "close_p50_ms": statistics.median(closes) * ms,
         "close_p95_ms": pct(closes, 0.95) * ms,
         # the machine's CPU per create + close (engine, runtime, kernel, this process): what a warm
         # pool moves off the critical path but not off the cores
         "lifecycle_machine_cpu_ms": lifecycle_cpu * ms,
+        "lifecycle_engine_none_network_machine_cpu_ms": cpu[False] / max(1, lifecycles) * ms,
         # owner gone -> container removed by the engine, with a grace period of 1 s
         "orphan_removal_p50_s": statistics.median(orphaned),
         "submit_diff_p50_ms": statistics.median(diffs) * ms,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+from pathlib import Path
 from typing import Any
 
 
@@ -26,3 +28,9 @@ def report(figures: dict[str, Any], as_json: bool) -> None:
         print(f"{key:{width}s} {value:.3f}" if isinstance(value, float) else f"{key:{width}s} {value}")
     if as_json:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+def machine_cpu_s() -> float:
+    """CPU time the whole machine has spent busy (every process, the engine and the kernel)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait

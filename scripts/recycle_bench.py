@@ -14,22 +14,16 @@ the shared machine's noise falls on both alike.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
-from pathlib import Path
+
+from benchlib import machine_cpu_s
 
 from envfarm.farm.admission import AdmissionControl
 from envfarm.farm.pool import WarmPool
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.tasks.schema import Task
 from envfarm.tasks.setup import prepare_repository
-
-
-def machine_cpu_s() -> float:
-    """CPU time the whole machine has spent busy (every process, the engine and the kernel)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
 async def _create(spec, task_id):

@@ -1,15 +1,15 @@
 """Docker sandboxes: one locked-down container per sandbox, one persistent shell in it.
 
 Containers run with no network, CPU/memory/pids limits, the agent's commands as SandboxSpec.user
-(PID 1 alone as root, see PID1_SCRIPT), no-new-privileges and no capabilities, no host paths and no
-Docker socket. The host's own commands in a sandbox (`host_exec`) never go through the agent's
-shell session. A command that runs into a limit says
-which in `ExecResult.limit` (memory and pids from the container's cgroup counters, disk from a
-watchdog on the writable layer: see SandboxSpec.disk). Labels name the owner and run so that
-orphans can be found and reaped by anyone (`envfarm.gc`) without a registry of our own: the
-engine is the registry. A sandbox never outlives its owner for long: it removes itself a grace
-period after the process that created it is gone, and after a hard maximum lifetime in any case
-(see `envfarm.sandbox.owner_lease` and PID1_SCRIPT).
+(PID 1 alone as root, see PID1_SCRIPT), no-new-privileges and no capabilities, no host path but a
+fixed hosts file read-only (see envfarm.sandbox.no_network) and no Docker socket. The host's own
+commands in a sandbox (`host_exec`) never go through the agent's shell session. A command that
+runs into a limit says which in `ExecResult.limit` (memory and pids from the container's cgroup
+counters, disk from a watchdog on the writable layer: see SandboxSpec.disk). Labels name the
+owner and run so that orphans can be found and reaped by anyone (`envfarm.gc`) without a
+registry of our own: the engine is the registry. A sandbox never outlives its owner for long:
+it removes itself a grace period after the process that created it is gone, and after a hard
+maximum lifetime in any case (see `envfarm.sandbox.owner_lease` and PID1_SCRIPT).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import docker
 import docker.errors
 import requests
 
-from envfarm.sandbox import owner_lease
+from envfarm.sandbox import no_network, owner_lease
 from envfarm.sandbox.base import (
     DEFAULT_OUTPUT_LIMIT,
     HOST_PATH,
@@ -666,22 +666,36 @@ def _maybe_sweep_stillborn() -> None:
         log.debug("stillborn sweep failed: %s", exc)
 
 
+def _create_container(client: docker.DockerClient, spec: SandboxSpec, labels: dict[str, str]) -> Any:
+    def create(network: dict[str, Any]) -> Any:
+        # stdin open and closed when its first attached client goes (detach=False with
+        # stdin_open sets StdinOnce): the owner's lease, see envfarm.sandbox.owner_lease
+        return client.containers.create(
+            spec.image, entrypoint=pid1_command(spec), detach=False, stdin_open=True, auto_remove=True,
+            labels=labels, user=PID1_USER, working_dir=spec.workdir, environment=spec.env or None,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            nano_cpus=int(spec.cpus * 1e9), mem_limit=spec.memory, memswap_limit=spec.memory,
+            pids_limit=spec.pids, name=f"envfarm-{uuid.uuid4().hex[:12]}", **network,
+        )
+
+    if spec.network:
+        return create({"network_mode": "bridge"})
+    options = no_network.create_options()
+    try:
+        return create(options)
+    except docker.errors.APIError as exc:
+        if "mounts" not in options or not no_network.is_refused_bind(exc):
+            raise
+        no_network.fallback(exc)
+        return create(no_network.create_options())
+
+
 def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
     """Create (never pull: registries are the farm's business) and start one container."""
     client = docker_client()
     _maybe_sweep_stillborn()
     try:
-        # stdin open and closed when its first attached client goes (detach=False with
-        # stdin_open sets StdinOnce): the owner's lease, see envfarm.sandbox.owner_lease
-        container = client.containers.create(
-            spec.image, entrypoint=pid1_command(spec), detach=False, stdin_open=True, auto_remove=True,
-            labels=labels, user=PID1_USER,
-            working_dir=spec.workdir, environment=spec.env or None,
-            network_mode="bridge" if spec.network else "none",
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            nano_cpus=int(spec.cpus * 1e9), mem_limit=spec.memory, memswap_limit=spec.memory,
-            pids_limit=spec.pids, name=f"envfarm-{uuid.uuid4().hex[:12]}",
-        )
+        container = _create_container(client, spec, labels)
     except docker.errors.ImageNotFound as exc:
         raise ImageMissingError(
             f"image {spec.image!r} is not on this machine: build it with "

@@ -129,7 +129,9 @@ def test_no_host_paths_no_docker_socket_no_capabilities_not_root(sandbox_factory
             await sb.close()
 
     attrs, checks = asyncio.run(main())
-    assert attrs["Mounts"] == [] and not attrs["HostConfig"].get("Binds")
+    # no host path but the fixed hosts file, read-only (envfarm.sandbox.no_network)
+    assert [(m["Destination"], m["RW"]) for m in attrs["Mounts"]] in ([], [("/etc/hosts", False)])
+    assert not attrs["HostConfig"].get("Binds")
     assert attrs["HostConfig"]["Privileged"] is False and attrs["HostConfig"]["NetworkMode"] == "none"
     uid, cap, sockets, su, etc = checks.output.split()
     assert uid != "0" and cap == "0000000000000000" and sockets == "0"
