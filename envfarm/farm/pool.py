@@ -114,8 +114,8 @@ class WarmPool:
 
     def _recyclable(self, sandbox: Sandbox) -> bool:
         spec = getattr(sandbox, "requested_spec", None)
-        return (self.recycle and not self._closed and spec is not None and hasattr(sandbox, "recycle")
-                and getattr(sandbox, "_pristine", None) is not None and spec == self._spec_for(spec.image))
+        return (self.recycle and not self._closed and spec is not None
+                and getattr(sandbox, "recyclable", False) and spec == self._spec_for(spec.image))
 
     async def _recycle(self, sandbox: Any) -> None:
         image = sandbox.requested_spec.image

@@ -230,6 +230,11 @@ class DockerSandbox:
         return await fork(self, n, factory)
 
     # -- reuse (see envfarm.sandbox.docker_recycle) ---------------------------------------
+    @property
+    def recyclable(self) -> bool:
+        """Whether `recycle` may be tried: open, and its first state recorded (`mark_pristine`)."""
+        return not self._closed and self._pristine is not None
+
     async def mark_pristine(self) -> bool:
         """Record, before anyone used it, what a reset must give back besides the image (its
         /dev tree, the engine's bound files); False where this process cannot verify a reset."""
@@ -262,7 +267,7 @@ class DockerSandbox:
         NotRecyclable (a SandboxError) when any step fails: the caller closes it."""
         from envfarm.sandbox import docker_recycle
 
-        if self._closed or self._pristine is None:
+        if not self.recyclable:
             raise docker_recycle.NotRecyclable(f"sandbox {self.id} is closed or was not marked pristine")
         try:
             async with asyncio.timeout(docker_recycle.RESET_TIMEOUT_S):

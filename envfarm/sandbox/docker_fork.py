@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envfarm.sandbox.base import SandboxError, SandboxFactory
+from envfarm.sandbox.layer_reset import open_folder, read_xattr
 
 if TYPE_CHECKING:
     from envfarm.sandbox.docker_backend import DockerSandbox
@@ -120,11 +121,13 @@ def upper_changes(upper: str, limit: int = 2_000_000) -> Changes | None:
     try:
         while pending:
             parts = pending.pop()
-            fd = _open_dir(upper, parts)
+            fd = open_folder(upper, parts)
+            if fd is None:
+                return None  # gone, or a link now: the walk cannot be complete
             try:
-                if parts and _xattr(fd, "trusted.overlay.redirect") is not None:
+                if parts and read_xattr(fd, "trusted.overlay.redirect") is not None:
                     return None
-                if parts and _xattr(fd, "trusted.overlay.opaque") == b"y":
+                if parts and read_xattr(fd, "trusted.overlay.opaque") == b"y":
                     out.add("/" + "/".join(parts), deleted=True)  # emptied below, then refilled: start it afresh
                 with os.scandir(fd) as entries:
                     for entry in entries:
@@ -145,26 +148,6 @@ def upper_changes(upper: str, limit: int = 2_000_000) -> Changes | None:
     out.copy.sort()
     out.delete.sort()
     return out
-
-
-def _open_dir(top: str, parts: list[str]) -> int:
-    """A descriptor of top/parts..., every step opened without following a link."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(top, flags)
-    for name in parts:
-        try:
-            sub = os.open(name, flags, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = sub
-    return fd
-
-
-def _xattr(fd: int, name: str) -> bytes | None:
-    try:
-        return os.getxattr(fd, name)
-    except OSError:
-        return None
 
 
 def engine_changes(api: Any, container_id: str) -> Changes:

@@ -1,9 +1,10 @@
 """Recycling a Docker sandbox for the next episode of its image: a reset, then a verification.
 
 A fresh sandbox (create, start, shell session, close) costs the machine about 0.27 s of CPU
-(scripts/bench_sandbox.py); below that floor only reuse helps. A sandbox an agent (or a grading run's code under test) used goes back to its
-image's warm queue only when nothing that happened in it can be seen by the next user. All of
-the reset is done from this machine, none of it by the container's own tools:
+(scripts/bench_sandbox.py); below that floor only reuse helps. A sandbox an agent (or a grading
+run's code under test) used goes back to its image's warm queue only when nothing that happened
+in it can be seen by the next user. All of the reset is done from this machine, none of it by
+the container's own tools:
 
 1. every process but PID 1 is killed: the processes in the container's cgroup, each through a
    pidfd (which names that process, never a later one given its number) once seen in that cgroup

@@ -133,9 +133,12 @@ OWNER_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x4000
 
 
 def open_folder(top: str | int, parts: list[str]) -> int | None:
-    """A descriptor of the folder top/parts (no link followed below `top`, a path or a folder's
-    descriptor, which stays the caller's), or None where that is no folder."""
-    fd = os.dup(top) if isinstance(top, int) else os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """A descriptor of the folder top/parts (no link followed, `top` a path whose last step is no
+    link, or a folder's descriptor, which stays the caller's), or None where that is no folder."""
+    try:
+        fd = os.dup(top) if isinstance(top, int) else os.open(top, _DIR_FLAGS)
+    except OSError:
+        return None
     for name in parts:
         try:
             sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -297,8 +300,8 @@ def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed
         if fd is None:
             return f"{path} changed while it was checked"
         try:
-            opaque = _getxattr(fd, "trusted.overlay.opaque") == b"y"
-            redirect = _getxattr(fd, "trusted.overlay.redirect") is not None
+            opaque = read_xattr(fd, "trusted.overlay.opaque") == b"y"
+            redirect = read_xattr(fd, "trusted.overlay.redirect") is not None
         finally:
             os.close(fd)
         if redirect:
@@ -331,7 +334,8 @@ def differs(upper: str, image: str, parts: list[str], st: os.stat_result, sealed
     return None
 
 
-def _getxattr(fd: int, name: str) -> bytes | None:
+def read_xattr(fd: int, name: str) -> bytes | None:
+    """An extended attribute of the open file `fd`, or None where it has none (or it cannot be read)."""
     try:
         return os.getxattr(fd, name)
     except OSError:
@@ -393,27 +397,19 @@ def apply_plan(root: int, upper: str, image: str, plan: Plan) -> None:
             os.close(parent)
     removed = set(plan.remove)
     budget = [ARCHIVE_MAX]
-    folders: list[tuple[list[str], os.stat_result]] = []
     for parts in plan.restore:
         st = _lstat(image, parts)
         if st is None:
             continue
-        _put(root, image, parts, st, budget, folders)
+        _put(root, image, parts, st, budget)
         if stat.S_ISDIR(st.st_mode) and "/" + "/".join(parts) in removed:
             for sub, sst in walk(os.path.join(image, *parts)):  # the image's view: this machine's mount
-                _put(root, image, [*parts, *sub], sst, budget, folders)
-    set_times(root, upper, image)
-    for parts, st in reversed(folders):  # a folder's time once its entries are written
-        fd = open_folder(root, parts)
-        if fd is not None:
-            try:
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            finally:
-                os.close(fd)
+                _put(root, image, [*parts, *sub], sst, budget)
+    set_times(root, upper, image)  # last: every entry's times, folders after their entries
 
 
-def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: list[int],
-         folders: list[tuple[list[str], os.stat_result]]) -> None:
+def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: list[int]) -> None:
+    """Write the image's version of one entry (its times come after, from `set_times`)."""
     parent = open_folder(root, parts[:-1])
     if parent is None:
         raise NotRecyclable(f"/{'/'.join(parts[:-1])} is missing while the image's version is put back")
@@ -425,11 +421,9 @@ def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: li
             except FileExistsError:
                 pass
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-            folders.append((parts, st))
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(readlink(image, parts), name, dir_fd=parent)
             os.chown(name, st.st_uid, st.st_gid, dir_fd=parent, follow_symlinks=False)
-            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=parent, follow_symlinks=False)
             return
         elif stat.S_ISREG(st.st_mode):
             budget[0] -= st.st_size
@@ -457,8 +451,6 @@ def _put(root: int, image: str, parts: list[str], st: os.stat_result, budget: li
         for n, v in want.items():
             os.setxattr(fd, n, v)
         set_flags(fd, _flags(image, parts, st))
-        if not stat.S_ISDIR(st.st_mode):
-            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(fd)
 

@@ -3,6 +3,9 @@ sandbox from a fresh one (envfarm.sandbox.docker_recycle)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 
@@ -83,6 +86,17 @@ async def fingerprint(sandbox) -> str:
     res = await sandbox.exec(FINGERPRINT, timeout=120, output_limit=64 << 20)
     assert not res.truncated
     return res.output
+
+
+@contextlib.asynccontextmanager
+async def pristine_sandbox(spec: SandboxSpec, run: str = "test-recycle") -> AsyncIterator[DockerSandbox]:
+    """A fresh sandbox with its first state recorded (so it can be recycled), always closed."""
+    sandbox = await DockerSandbox.create(spec, run=run)
+    try:
+        assert await sandbox.mark_pristine()
+        yield sandbox
+    finally:
+        await sandbox.close()
 
 
 async def used_and_recycled(spec: SandboxSpec, episode: str = DIRTY_EPISODE, task_id: str = "") -> DockerSandbox:

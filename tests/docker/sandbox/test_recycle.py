@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from recycling import DIRTY_EPISODE, fingerprint, used_and_recycled
+from recycling import DIRTY_EPISODE, fingerprint, pristine_sandbox, used_and_recycled
 
 from envfarm.farm.admission import AdmissionControl
 from envfarm.farm.pool import WarmPool
@@ -47,17 +47,13 @@ def test_recycling_again_and_again_through_a_task_set_up_each_time(inflection_im
 
     async def main():
         fresh = await _fresh_print(task.image)
-        sb = await DockerSandbox.create(SandboxSpec(image=task.image), run="test-recycle")
         heads = []
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=task.image)) as sb:
             for _ in range(3):
                 heads.append(await prepare_repository(sb, task))
                 await sb.exec(DIRTY_EPISODE, timeout=60)
                 await sb.recycle()
             return fresh, await fingerprint(sb), heads, sb.uses
-        finally:
-            await sb.close()
 
     fresh, recycled, heads, uses = asyncio.run(main())
     assert recycled == fresh
@@ -69,17 +65,13 @@ def test_a_fork_bomb_left_running_is_killed_or_the_sandbox_is_never_reused(infle
     bomb = "b() { b | b & }; (b) >/dev/null 2>&1 & sleep 1; true"
 
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=inflection_image)) as sb:
             await sb.exec(bomb, timeout=30)
             try:
                 await sb.recycle()
             except NotRecyclable:
                 return None
             return await fingerprint(sb)
-        finally:
-            await sb.close()
 
     after = asyncio.run(main())
     if after is not None:  # reused only when nothing of the bomb is left
@@ -177,14 +169,10 @@ def test_a_layer_past_the_reset_bounds_is_refused_not_walked(inflection_image):
     deep = "cd /tmp && for i in $(seq 70); do mkdir d && cd d || exit 1; done; touch leaf"
 
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=inflection_image)) as sb:
             assert (await sb.exec(deep)).exit_code == 0
             with pytest.raises(NotRecyclable, match="bounds"):
                 await sb.recycle()
-        finally:
-            await sb.close()
 
     asyncio.run(main())
 
@@ -200,16 +188,12 @@ def test_what_the_kernel_counted_for_the_previous_user_is_not_the_next_users(inf
     look = "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes /proc/sys/kernel/ns_last_pid"
 
     async def one(episode: str):
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=inflection_image)) as sb:
             await sb.exec(episode, timeout=60)
             await sb.recycle()
             seen = (await sb.exec(look)).output.split()
             slow = await sb.exec("sleep 5", timeout=1)
             return int(seen[0]), seen[1], slow.limit
-        finally:
-            await sb.close()
 
     async def main():
         return await one(busy), await one(quiet)
@@ -226,9 +210,7 @@ def test_the_dev_tree_is_as_first_handed_out_and_too_deep_a_dev_shm_is_refused(i
     deep = "python3 -c \"import os; os.chdir('/dev/shm'); [(os.mkdir('d'), os.chdir('d')) for _ in range(1500)]\""
 
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=inflection_image)) as sb:
             first = (await sb.exec(look)).output
             await sb.exec("sleep 1.1; touch /dev/null /dev/zero /dev/pts/ptmx; echo x > /dev/shm/x")
             await sb.recycle()
@@ -237,8 +219,6 @@ def test_the_dev_tree_is_as_first_handed_out_and_too_deep_a_dev_shm_is_refused(i
             with pytest.raises(NotRecyclable):
                 await sb.recycle()
             return first, after
-        finally:
-            await sb.close()
 
     first, after = asyncio.run(main())
     assert after == first
@@ -256,15 +236,11 @@ for i in $(seq 800); do : > "/tmp/$(printf 'x%.0s' $(seq 120))$i"; done; rm -f /
     async def main():
         async with await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle") as fresh:
             before = (await fresh.exec(look)).output
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=inflection_image)) as sb:
             await sb.exec(episode, timeout=120)
             during = (await sb.exec(look)).output
             await sb.recycle()
             return before, during, (await sb.exec(look)).output
-        finally:
-            await sb.close()
 
     before, during, after = asyncio.run(main())
     assert during != before  # the episode did hold the disk and grow the folder
@@ -284,13 +260,9 @@ PY
 grep -c ':' /proc/net/tcp"""
 
     async def main():
-        sb = await DockerSandbox.create(SandboxSpec(image=inflection_image), run="test-recycle")
-        try:
-            assert await sb.mark_pristine()
+        async with pristine_sandbox(SandboxSpec(image=inflection_image)) as sb:
             await sb.exec(episode, timeout=60)
             with pytest.raises(NotRecyclable, match="net/"):
                 await sb.recycle()
-        finally:
-            await sb.close()
 
     asyncio.run(main())
