@@ -218,6 +218,7 @@ class DockerSandbox:
             removed = True
         finally:  # not removed (the engine is lost): PID 1 is told to exit over its lease
             owner_lease.drop(self.container.id, release=not removed)
+            no_network.remove_hosts_file(self.container.name)
 
     async def fork(self, n: int, factory: SandboxFactory | None = None) -> list[Sandbox]:
         """n independent sandboxes holding this one's files and shell state now (see
@@ -667,11 +668,20 @@ def _maybe_sweep_stillborn() -> None:
     _last_sweep = now
     try:
         sweep_stillborn()
+        no_network.sweep_stale(_container_names)
     except (SandboxError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         log.debug("stillborn sweep failed: %s", exc)
 
 
+def _container_names() -> set[str]:
+    """The names of every envfarm container on the engine, any state."""
+    listed = docker_client().api.containers(all=True, filters={"label": LABEL})
+    return {name.lstrip("/") for c in listed for name in c.get("Names") or []}
+
+
 def _create_container(client: docker.DockerClient, spec: SandboxSpec, labels: dict[str, str]) -> Any:
+    name = f"envfarm-{uuid.uuid4().hex[:12]}"
+
     def create(network: dict[str, Any]) -> Any:
         # stdin open and closed when its first attached client goes (detach=False with
         # stdin_open sets StdinOnce): the owner's lease, see envfarm.sandbox.owner_lease
@@ -680,19 +690,23 @@ def _create_container(client: docker.DockerClient, spec: SandboxSpec, labels: di
             labels=labels, user=PID1_USER, working_dir=spec.workdir, environment=spec.env or None,
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
             nano_cpus=int(spec.cpus * 1e9), mem_limit=spec.memory, memswap_limit=spec.memory,
-            pids_limit=spec.pids, name=f"envfarm-{uuid.uuid4().hex[:12]}", **network,
+            pids_limit=spec.pids, name=name, **network,
         )
 
     if spec.network:
         return create({"network_mode": "bridge"})
-    options = no_network.create_options()
+    options = no_network.create_options(name)
     try:
         return create(options)
     except docker.errors.APIError as exc:
+        no_network.remove_hosts_file(name)
         if "mounts" not in options or not no_network.is_refused_bind(exc):
             raise
         no_network.fallback(exc)
-        return create(no_network.create_options())
+        return create(no_network.create_options(name))
+    except BaseException:
+        no_network.remove_hosts_file(name)
+        raise
 
 
 def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
@@ -716,6 +730,7 @@ def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
     except (docker.errors.APIError, requests.exceptions.RequestException, OSError) as exc:
         remove_container(container.id)
         owner_lease.drop(container.id)
+        no_network.remove_hosts_file(container.name)
         raise SandboxError(f"cannot start a container from {spec.image!r}: {exc}") from exc
     return container
 

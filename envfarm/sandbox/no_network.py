@@ -9,10 +9,13 @@ is as cut off as before.
 
 What the engine no longer writes is /etc/hosts (and /etc/resolv.conf): the container would see
 an empty file from its init layer, and "localhost" would not resolve, which test suites rely on.
-So a read-only bind of a fixed hosts file (the engine's own content for a container without a
-network) stands in for it. Its source must be on the engine's machine: this process writes it
-on its own; where the engine runs elsewhere (a sidecar or remote engine) the engine refuses
-the bind, and this process falls back to `network_mode="none"` for good (`fallback`).
+So a read-only bind of a hosts file (the engine's own content for a container without a network)
+stands in for it: one file per sandbox, written at its create and removed at its close, never
+one file shared by all (a shared inode is a channel between concurrent sandboxes, through locks
+and inotify, and its owner's lease would stall every reader on the node). Its source must be on
+the engine's machine: where the engine runs elsewhere (a sidecar or remote engine) the engine
+refuses the bind, and this process falls back to `network_mode="none"` for good (`fallback`).
+Files whose sandbox ended without a close (its owner died) are swept (`sweep_stale`).
 /etc/resolv.conf stays empty: a name lookup fails at once rather than after a resolver's timeout.
 """
 
@@ -22,6 +25,8 @@ import logging
 import os
 import stat
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,51 +43,78 @@ HOSTS = (
     "ff02::2\tip6-allrouters\n"
 )
 
+STALE_AFTER_S = 600.0  # a file older than any create takes, whose container is gone
+
 _disabled_for_process = False
 
 
 def hosts_dir() -> Path:
-    """Where this machine keeps the hosts file: /run/envfarm for root, else a folder of this user's."""
+    """Where this machine keeps the sandboxes' hosts files: /run/envfarm/sandbox-hosts for root, else a
+    folder of this user's."""
     if os.geteuid() == 0:
-        return Path("/run/envfarm")
-    return Path(tempfile.gettempdir()) / f"envfarm-{os.geteuid()}"
+        return Path("/run/envfarm/sandbox-hosts")
+    return Path(tempfile.gettempdir()) / f"envfarm-{os.geteuid()}" / "sandbox-hosts"
 
 
-def hosts_file() -> str | None:
-    """The path of the fixed hosts file, written if missing or not ours; None where it cannot be."""
+def _folder() -> Path | None:
     folder = hosts_dir()
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        log.warning("%s is not a folder only this user writes: sandboxes start the slower way", folder)
+        return None
+    return folder
+
+
+def hosts_file(name: str) -> str | None:
+    """A new hosts file for the sandbox `name` (its container's name); None where it cannot be written."""
     try:
-        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-        st = os.lstat(folder)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            log.warning("%s is not a folder only this user writes: sandboxes start the slower way", folder)
+        folder = _folder()
+        if folder is None:
             return None
-        path = folder / "hosts"
-        if not _is_ours(path):
-            tmp = folder / f".hosts.{os.getpid()}"
-            tmp.write_text(HOSTS)
-            tmp.chmod(0o644)
-            os.replace(tmp, path)  # atomic: a container starting now binds the old or the new, both whole
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(HOSTS)
         return str(path)
     except OSError as exc:
-        log.warning("cannot write the sandboxes' hosts file in %s (%s): they start the slower way", folder, exc)
+        log.warning("cannot write a sandbox's hosts file in %s (%s): it starts the slower way", hosts_dir(), exc)
         return None
 
 
-def _is_ours(path: Path) -> bool:
+def remove_hosts_file(name: str | None) -> None:
+    """Remove the hosts file of sandbox `name`, if any (never raises)."""
+    if not name or "/" in name:
+        return
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        os.unlink(hosts_dir() / name)
     except OSError:
-        return False
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-                and fh.read(4096) == HOSTS.encode())
+        pass
 
 
-def create_options() -> dict[str, Any]:
-    """Keyword arguments of `containers.create` for a sandbox without a network."""
-    path = None if _disabled_for_process else hosts_file()
+def sweep_stale(live_names: Callable[[], set[str]], now: float | None = None) -> int:
+    """Remove hosts files older than STALE_AFTER_S whose container is not among `live_names()`
+    (asked only when some file is that old); how many."""
+    now = time.time() if now is None else now
+    try:
+        old = [e for e in os.scandir(hosts_dir())
+               if e.is_file(follow_symlinks=False) and now - e.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S]
+    except OSError:
+        return 0
+    if not old:
+        return 0
+    live = live_names()
+    removed = 0
+    for entry in old:
+        if entry.name not in live:
+            remove_hosts_file(entry.name)
+            removed += 1
+    return removed
+
+
+def create_options(name: str) -> dict[str, Any]:
+    """Keyword arguments of `containers.create` for the sandbox `name` without a network."""
+    path = None if _disabled_for_process else hosts_file(name)
     if path is None:
         return {"network_mode": "none"}
     return {"network_mode": "none", "network_disabled": True,

@@ -1,41 +1,63 @@
-"""The fixed hosts file bound into sandboxes: rewritten when anything else stands at its path."""
+"""The hosts files bound into sandboxes: one new file per sandbox, never a link followed, swept once stale."""
 
 from __future__ import annotations
 
 import os
+import time
+
+import pytest
 
 from envfarm.sandbox import no_network
 
 
-def test_written_once_and_rewritten_when_changed(tmp_path, monkeypatch):
-    monkeypatch.setattr(no_network, "hosts_dir", lambda: tmp_path / "envfarm")
-    path = no_network.hosts_file()
-    assert path is not None and open(path).read() == no_network.HOSTS
-    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
-    inode = os.stat(path).st_ino
-    assert no_network.hosts_file() == path and os.stat(path).st_ino == inode  # left alone when right
-    with open(path, "a") as fh:
-        fh.write("6.6.6.6 pypi.org\n")
-    assert no_network.hosts_file() == path and open(path).read() == no_network.HOSTS
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    where = tmp_path / "hosts"
+    monkeypatch.setattr(no_network, "hosts_dir", lambda: where)
+    return where
 
 
-def test_a_link_at_its_path_is_replaced_not_followed(tmp_path, monkeypatch):
-    folder = tmp_path / "envfarm"
-    folder.mkdir()
-    target = tmp_path / "elsewhere"
+def test_one_new_file_per_sandbox_removed_at_its_close(folder):
+    a, b = no_network.hosts_file("envfarm-a"), no_network.hosts_file("envfarm-b")
+    assert a and b and a != b and os.stat(a).st_ino != os.stat(b).st_ino  # no inode two sandboxes share
+    assert open(a).read() == no_network.HOSTS and oct(os.stat(a).st_mode & 0o777) == "0o644"
+    no_network.remove_hosts_file("envfarm-a")
+    assert not os.path.exists(a) and os.path.exists(b)
+    no_network.remove_hosts_file("envfarm-a")  # twice is fine
+    no_network.remove_hosts_file(None)
+
+
+def test_anything_already_at_its_path_is_refused_not_followed(folder):
+    folder.mkdir(parents=True)
+    target = folder.parent / "elsewhere"
     target.write_text("keep me\n")
-    (folder / "hosts").symlink_to(target)
-    monkeypatch.setattr(no_network, "hosts_dir", lambda: folder)
-    path = no_network.hosts_file()
-    assert open(path).read() == no_network.HOSTS and not os.path.islink(path)
+    (folder / "envfarm-x").symlink_to(target)
+    assert no_network.hosts_file("envfarm-x") is None
     assert target.read_text() == "keep me\n"
 
 
-def test_a_folder_others_may_write_is_not_used(tmp_path, monkeypatch):
-    folder = tmp_path / "envfarm"
-    folder.mkdir()
+def test_a_folder_others_may_write_is_not_used(folder, monkeypatch):
+    folder.mkdir(parents=True)
     folder.chmod(0o777)
-    monkeypatch.setattr(no_network, "hosts_dir", lambda: folder)
-    assert no_network.hosts_file() is None
+    assert no_network.hosts_file("envfarm-y") is None
     monkeypatch.setattr(no_network, "_disabled_for_process", False)
-    assert no_network.create_options() == {"network_mode": "none"}
+    assert no_network.create_options("envfarm-y") == {"network_mode": "none"}
+
+
+def test_stale_files_of_gone_containers_are_swept(folder):
+    for name in ("envfarm-gone", "envfarm-live", "envfarm-young"):
+        no_network.hosts_file(name)
+    old = time.time() - no_network.STALE_AFTER_S - 60
+    for name in ("envfarm-gone", "envfarm-live"):
+        os.utime(folder / name, (old, old))
+    asked = []
+
+    def live() -> set[str]:
+        asked.append(1)
+        return {"envfarm-live"}
+
+    assert no_network.sweep_stale(live) == 1
+    assert sorted(os.listdir(folder)) == ["envfarm-live", "envfarm-young"]
+    assert no_network.sweep_stale(live) == 0 and len(asked) == 2
+    os.utime(folder / "envfarm-live", None)
+    assert no_network.sweep_stale(live) == 0 and len(asked) == 2  # nothing old: the engine is not asked
