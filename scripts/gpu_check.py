@@ -194,7 +194,11 @@ def carried_distributions() -> list[str]:
     top = {m.split(".")[0] for m in set(sys.modules) - before} | {m.split(".")[0] for m in before}
     owners = metadata.packages_distributions()
     dists = {_norm(d) for m in top for d in owners.get(m, [])}
-    return sorted(dists - _requirements_closure(["torch", "transformers"]) - HEAVY - {"envfarm", "pip", "setuptools"})
+    # what torch and transformers require here need not be on the GPU machine (this typer requires
+    # pydantic, an older one does not): envfarm's own dependencies travel with what they require
+    own = _requirements_closure([d for d in NEEDED.values() if d not in {"trl", "accelerate", "datasets"} | HEAVY])
+    skip = _requirements_closure(["torch", "transformers"]) - own
+    return sorted(dists - skip - HEAVY - {"envfarm", "pip", "setuptools"})
 
 
 def build_wheels(out: Path, max_mb: float, tasks_spec: str) -> int:
