@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="host actors per Ray node; each multiplexes many sandboxes (default: 1)")
     farm.add_argument("--warm-fraction", type=float, default=0.25,
                       help="warm sandboxes each host keeps ready, as a fraction of its slots (default: 0.25)")
+    farm.add_argument("--oci-runtime", metavar="NAME", default=None,
+                      help="the Docker engine's OCI runtime for sandboxes, as `docker info` lists it (e.g. crun "
+                           "on cgroup v2 nodes; default: the engine's own)")
     farm.add_argument("--recycle", action="store_true",
                       help="reset used sandboxes for the next episode of their image instead of closing them: "
                            "0.4x the machine CPU per episode; verified from the node (root there), and the "
@@ -177,7 +180,8 @@ def farm_config(args: argparse.Namespace) -> FarmConfig:
     policy_kwargs = parse_policy_args(args.policy_arg)
     check_spec(policy, policy_kwargs)  # refused here, before a host or sandbox starts
     env_config = EnvConfig.from_args(args)
-    cfg = FarmConfig(envs=args.envs, backend=backend_from_flags(args.backend, args.allow_unisolated), policy=policy,
+    backend = backend_from_flags(args.backend, args.allow_unisolated, args.oci_runtime)
+    cfg = FarmConfig(envs=args.envs, backend=backend, policy=policy,
                      policy_kwargs=policy_kwargs, hosts_per_node=args.hosts_per_node,
                      warm_fraction=args.warm_fraction, max_retries=args.max_retries, env_config=env_config,
                      registry=registry_flag(args.registry), prefetch_images=args.prefetch_images,

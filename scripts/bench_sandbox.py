@@ -14,6 +14,7 @@
     each, `--recycle-only` for these figures alone).
 
     python scripts/bench_sandbox.py [--rounds 300] [--lifecycles 20] [--gradings 5] [--forks 3] [--json]
+    python scripts/bench_sandbox.py --runtime crun [...]   # a second OCI runtime's create and close beside the default
     python scripts/bench_sandbox.py --fork-only [--forks 3] [--json]
     python scripts/bench_sandbox.py --recycle-only [--episodes 20] [--json]
     python scripts/bench_sandbox.py --density [--density-cap 600] [--json]
@@ -46,7 +47,7 @@ async def factory(spec: SandboxSpec, task_id: str) -> DockerSandbox:
     return await DockerSandbox.create(spec, run="bench", task=task_id)
 
 
-async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]:
+async def bench(rounds: int, lifecycles: int, gradings: int, runtime: str | None = None) -> dict[str, float]:
     image = build_repo(load_projects()["inflection"])
     session, dexec = [], []
     sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
@@ -65,26 +66,37 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
     finally:
         await sb.close()
     # envfarm's way (network disabled, no engine network set-up) against the engine's `none`
-    # network (what a process falls back to where the engine cannot bind its hosts file), alternating
-    creates: dict[bool, list[float]] = {True: [], False: []}
+    # network (what a process falls back to where the engine cannot bind its hosts file), and
+    # with `runtime` a second OCI runtime: round-robin, so the machine's noise falls on all alike
+    modes = ["default", "none_network"] + (["second_runtime"] if runtime else [])
+    creates: dict[str, list[float]] = {m: [] for m in modes}
     closes: list[float] = []
-    cpu = {True: 0.0, False: 0.0}
+    cpu = dict.fromkeys(modes, 0.0)
     try:
-        for i in range(2 * lifecycles):
-            fast = i % 2 == 0
-            no_network._disabled_for_process = not fast
+        for i in range(len(modes) * lifecycles):
+            mode = modes[i % len(modes)]
+            no_network._disabled_for_process = mode == "none_network"
+            spec = SandboxSpec(image=image, runtime=runtime if mode == "second_runtime" else None)
             cpu_before = machine_cpu_s()
             t = time.perf_counter()
-            sb = await DockerSandbox.create(SandboxSpec(image=image), run="bench")
-            creates[fast].append(time.perf_counter() - t)
+            sb = await DockerSandbox.create(spec, run="bench")
+            creates[mode].append(time.perf_counter() - t)
             t = time.perf_counter()
             await sb.close()
-            if fast:
+            if mode == "default":
                 closes.append(time.perf_counter() - t)
-            cpu[fast] += machine_cpu_s() - cpu_before
+            cpu[mode] += machine_cpu_s() - cpu_before
     finally:
         no_network._disabled_for_process = False
-    lifecycle_cpu = cpu[True] / max(1, lifecycles)
+    lifecycle_cpu = cpu["default"] / max(1, lifecycles)
+    second: dict[str, float] = {}
+    if runtime:
+        second = {
+            "create_second_runtime_p50_ms": statistics.median(creates["second_runtime"]) * 1000,
+            "create_second_runtime_vs_default_ratio":
+                statistics.median(creates["second_runtime"]) / statistics.median(creates["default"]),
+            "lifecycle_second_runtime_machine_cpu_ms": cpu["second_runtime"] / max(1, lifecycles) * 1000,
+        }
     orphaned = []
     for _ in range(3):
         sb = await DockerSandbox.create(SandboxSpec(image=image, orphan_grace_s=1), run="bench")
@@ -126,16 +138,18 @@ async def bench(rounds: int, lifecycles: int, gradings: int) -> dict[str, float]
         "docker_exec_p50_ms": statistics.median(dexec) * ms,
         "docker_exec_p95_ms": pct(dexec, 0.95) * ms,
         "docker_exec_vs_session_ratio": statistics.median(dexec) / statistics.median(session),
-        "create_p50_ms": statistics.median(creates[True]) * ms,
-        "create_p95_ms": pct(creates[True], 0.95) * ms,
-        "create_engine_none_network_p50_ms": statistics.median(creates[False]) * ms,
-        "create_vs_engine_none_network_ratio": statistics.median(creates[True]) / statistics.median(creates[False]),
+        "create_p50_ms": statistics.median(creates["default"]) * ms,
+        "create_p95_ms": pct(creates["default"], 0.95) * ms,
+        "create_engine_none_network_p50_ms": statistics.median(creates["none_network"]) * ms,
+        "create_vs_engine_none_network_ratio":
+            statistics.median(creates["default"]) / statistics.median(creates["none_network"]),
         "close_p50_ms": statistics.median(closes) * ms,
         "close_p95_ms": pct(closes, 0.95) * ms,
         # the machine's CPU per create + close (engine, runtime, kernel, this process): what a warm
         # pool moves off the critical path but not off the cores
         "lifecycle_machine_cpu_ms": lifecycle_cpu * ms,
-        "lifecycle_engine_none_network_machine_cpu_ms": cpu[False] / max(1, lifecycles) * ms,
+        "lifecycle_engine_none_network_machine_cpu_ms": cpu["none_network"] / max(1, lifecycles) * ms,
+        **second,
         # owner gone -> container removed by the engine, with a grace period of 1 s
         "orphan_removal_p50_s": statistics.median(orphaned),
         "submit_diff_p50_ms": statistics.median(diffs) * ms,
@@ -162,6 +176,9 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=10,
                     help="pool episodes of each kind, fresh and recycled, for the recycling figures (0: none)")
     ap.add_argument("--recycle-only", action="store_true", help="only the recycling figures")
+    ap.add_argument("--runtime", metavar="NAME", default=None,
+                    help="a second OCI runtime (as `docker info` lists it, e.g. crun) whose create and close "
+                         "are measured side by side with the engine's default")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
     if args.density:
@@ -169,7 +186,7 @@ def main() -> None:
         report(figures, args.json)
         return
     only = args.fork_only or args.recycle_only
-    figures = {} if only else asyncio.run(bench(args.rounds, args.lifecycles, args.gradings))
+    figures = {} if only else asyncio.run(bench(args.rounds, args.lifecycles, args.gradings, args.runtime))
     if args.episodes > 0 and not args.fork_only:
         task = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")[0]
         figures.update(asyncio.run(bench_recycle(task, args.episodes)))

@@ -29,6 +29,9 @@ class DockerBackendConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["docker"] = "docker"
+    # the engine's OCI runtime for sandboxes (a name `docker info` lists under Runtimes, e.g. crun
+    # on a cgroup v2 node); None: the engine's default. A sandbox's own SandboxSpec.runtime wins.
+    runtime: str | None = None
 
 
 class SimBackendConfig(BaseModel):
@@ -114,8 +117,9 @@ def make_backend(config: str | Mapping[str, Any] | BaseModel) -> SandboxBackend:
     return backend_class(cfg.type)(cfg)
 
 
-def backend_from_flags(name: str, allow_unisolated: bool = False) -> str | BackendConfig:
-    """The backend a command line's --backend and --allow-unisolated ask for, as FarmConfig and the
+def backend_from_flags(name: str, allow_unisolated: bool = False,
+                       oci_runtime: str | None = None) -> str | BackendConfig:
+    """The backend a command line's --backend, --allow-unisolated and --oci-runtime ask for, as FarmConfig and the
     trainer take it; a UserInputError (naming the risk) where they may not have it.
 
     The local backend is refused here, before anything starts, unless acknowledged (the flag or
@@ -123,6 +127,10 @@ def backend_from_flags(name: str, allow_unisolated: bool = False) -> str | Backe
     acknowledgement travels in the config (`allow_unisolated=True`), so Ray hosts, whose
     environment may lack the variable, accept it.
     """
+    if oci_runtime:
+        if name != "docker":
+            raise UserInputError(f"--oci-runtime applies to --backend docker only (not {name})")
+        return DockerBackendConfig(runtime=oci_runtime)
     if name != "local":
         if allow_unisolated:
             raise UserInputError(f"--allow-unisolated applies to --backend local only (not {name})")

@@ -95,6 +95,8 @@ class SandboxSpec:
     base_commit: str = ""
     activation: str = ""
     network: bool = False
+    # The engine's OCI runtime for this sandbox (e.g. "crun"; None: the backend's, else the engine's default).
+    runtime: str | None = None
     # Cap on the container's writable layer. overlay2 on ext4 has no per-container quota
     # (--storage-opt size needs xfs with pquota), so the backend measures the layer while commands
     # run and kills them past the cap; the overshoot is bounded by write speed x disk_check_s.

@@ -690,7 +690,7 @@ def _create_container(client: docker.DockerClient, spec: SandboxSpec, labels: di
             labels=labels, user=PID1_USER, working_dir=spec.workdir, environment=spec.env or None,
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
             nano_cpus=int(spec.cpus * 1e9), mem_limit=spec.memory, memswap_limit=spec.memory,
-            pids_limit=spec.pids, name=name, **network,
+            pids_limit=spec.pids, name=name, **({"runtime": spec.runtime} if spec.runtime else {}), **network,
         )
 
     if spec.network:
@@ -707,6 +707,16 @@ def _create_container(client: docker.DockerClient, spec: SandboxSpec, labels: di
     except BaseException:
         no_network.remove_hosts_file(name)
         raise
+
+
+@lru_cache(maxsize=8)
+def check_runtime(name: str) -> None:
+    """Raise SandboxError naming what to do where the engine has no OCI runtime `name` (checked once)."""
+    have = sorted((docker_client().info().get("Runtimes") or {}).keys())
+    if name not in have:
+        raise SandboxError(f"the Docker engine has no OCI runtime {name!r} (it has: {', '.join(have) or 'none'}): "
+                           "install it and name it under `runtimes` in the engine's daemon.json, or leave out "
+                           "--oci-runtime for the engine's default")
 
 
 def _start_container(spec: SandboxSpec, labels: dict[str, str]) -> Any:
@@ -829,6 +839,10 @@ class DockerBackend(SandboxBackend):
 
     async def create(self, spec: SandboxSpec, task_id: str = "", *, owner: str | None = None,
                      run: str = "adhoc") -> Sandbox:
+        if self.config.runtime and spec.runtime is None:
+            spec = dataclasses.replace(spec, runtime=self.config.runtime)
+        if spec.runtime:
+            await _in_thread(check_runtime, spec.runtime)
         return await DockerSandbox.create(spec, owner=owner, run=run, task=task_id)
 
     def reap(self, *, owner: str | None = None, run: str | None = None,

@@ -44,7 +44,7 @@ def _check(args: argparse.Namespace) -> str | BackendConfig:
         raise UserInputError("--farm-runner ray needs --vllm-server: Ray hosts cannot reach the trainer's model")
     _check_async(args)
     _check_branching(args)
-    return backend_from_flags(args.backend, args.allow_unisolated)
+    return backend_from_flags(args.backend, args.allow_unisolated, getattr(args, "oci_runtime", None))
 
 
 def _check_branching(args: argparse.Namespace) -> None:

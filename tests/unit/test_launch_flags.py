@@ -155,3 +155,20 @@ def test_registry_and_prefetch_flags_reach_the_farm_config():
 def test_a_registry_given_as_a_url_is_refused_with_the_form_to_use(bad):
     with pytest.raises(launch.UserInputError, match="HOST:PORT"):
         launch.farm_config(launch.build_parser().parse_args(["--registry", bad]))
+
+
+def test_oci_runtime_reaches_the_docker_backend_and_nothing_else():
+    from envfarm.errors import UserInputError
+    from envfarm.sandbox.backends import DockerBackendConfig
+
+    assert backend_from_flags("docker", oci_runtime="crun") == DockerBackendConfig(runtime="crun")
+    assert backend_from_flags("docker") == "docker"
+    with pytest.raises(UserInputError, match="--oci-runtime applies to --backend docker only"):
+        backend_from_flags("sim", oci_runtime="crun")
+
+
+def test_oci_runtime_with_another_backend_exits_2_before_anything_starts():
+    proc = subprocess.run([sys.executable, "-m", "envfarm.launch", "--backend", "sim", "--oci-runtime", "crun",
+                           "--envs", "1", "--episodes", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--oci-runtime applies to --backend docker only" in proc.stderr
