@@ -700,7 +700,7 @@ def _create_container(client: docker.DockerClient, spec: SandboxSpec, labels: di
         return create(options)
     except docker.errors.APIError as exc:
         no_network.remove_hosts_file(name)
-        if "mounts" not in options or not no_network.is_refused_bind(exc):
+        if "mounts" not in options or not no_network.is_refused_bind(exc, options["mounts"][0]["Source"]):
             raise
         no_network.fallback(exc)
         return create(no_network.create_options(name))

@@ -57,12 +57,25 @@ def hosts_dir() -> Path:
 
 
 def _folder() -> Path | None:
+    """The hosts folder, made where missing; None unless it and the folder above it are this
+    user's alone (no link, no one else may write) and nobody else may rename the latter: the
+    engine binds a file by its path, so whoever could swap a folder on it could choose what a
+    sandbox's /etc/hosts says, or bind any file of the node into a sandbox."""
     folder = hosts_dir()
-    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-    st = os.lstat(folder)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        log.warning("%s is not a folder only this user writes: sandboxes start the slower way", folder)
+    above = folder.parent
+    st = os.stat(above.parent)
+    if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+        log.warning("%s may be renamed by anyone: sandboxes start the slower way", above)
         return None
+    for path in (above, folder):
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            log.warning("%s is not a folder only this user writes: sandboxes start the slower way", path)
+            return None
     return folder
 
 
@@ -75,6 +88,7 @@ def hosts_file(name: str) -> str | None:
         path = folder / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # readable by the sandbox's user whatever this process's umask
             fh.write(HOSTS)
         return str(path)
     except OSError as exc:
@@ -121,10 +135,11 @@ def create_options(name: str) -> dict[str, Any]:
             "mounts": [Mount("/etc/hosts", path, type="bind", read_only=True)]}
 
 
-def is_refused_bind(exc: Exception) -> bool:
-    """Whether the engine refused the hosts file's bind (its source is not on the engine's machine)."""
+def is_refused_bind(exc: Exception, source: str) -> bool:
+    """Whether the engine refused the bind of the hosts file `source` as missing (it is not on the
+    engine's machine): the file was written just before, in a folder only this user may change."""
     text = str(getattr(exc, "explanation", "") or exc)
-    return "/etc/hosts" in text or "bind source path" in text
+    return "bind source path does not exist" in text and source in text
 
 
 def fallback(exc: Exception) -> None:

@@ -12,13 +12,17 @@ from envfarm.sandbox import no_network
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    where = tmp_path / "hosts"
+    where = tmp_path / "envfarm" / "hosts"
     monkeypatch.setattr(no_network, "hosts_dir", lambda: where)
     return where
 
 
 def test_one_new_file_per_sandbox_removed_at_its_close(folder):
-    a, b = no_network.hosts_file("envfarm-a"), no_network.hosts_file("envfarm-b")
+    old_umask = os.umask(0o077)  # a farm started with a strict umask: the sandbox's user must still read it
+    try:
+        a, b = no_network.hosts_file("envfarm-a"), no_network.hosts_file("envfarm-b")
+    finally:
+        os.umask(old_umask)
     assert a and b and a != b and os.stat(a).st_ino != os.stat(b).st_ino  # no inode two sandboxes share
     assert open(a).read() == no_network.HOSTS and oct(os.stat(a).st_mode & 0o777) == "0o644"
     no_network.remove_hosts_file("envfarm-a")
@@ -36,9 +40,10 @@ def test_anything_already_at_its_path_is_refused_not_followed(folder):
     assert target.read_text() == "keep me\n"
 
 
-def test_a_folder_others_may_write_is_not_used(folder, monkeypatch):
+@pytest.mark.parametrize("which", ["folder", "above"])
+def test_a_folder_others_may_write_is_not_used(folder, monkeypatch, which):
     folder.mkdir(parents=True)
-    folder.chmod(0o777)
+    (folder if which == "folder" else folder.parent).chmod(0o777)  # whoever may write there may swap the path
     assert no_network.hosts_file("envfarm-y") is None
     monkeypatch.setattr(no_network, "_disabled_for_process", False)
     assert no_network.create_options("envfarm-y") == {"network_mode": "none"}
@@ -61,3 +66,21 @@ def test_stale_files_of_gone_containers_are_swept(folder):
     assert no_network.sweep_stale(live) == 0 and len(asked) == 2
     os.utime(folder / "envfarm-live", None)
     assert no_network.sweep_stale(live) == 0 and len(asked) == 2  # nothing old: the engine is not asked
+
+
+def test_a_folder_above_anyone_may_rename_is_not_used(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"  # like /tmp without its sticky bit
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setattr(no_network, "hosts_dir", lambda: shared / "envfarm-0" / "hosts")
+    assert no_network.hosts_file("envfarm-z") is None
+    shared.chmod(0o1777)  # sticky: only the owner renames what it owns there
+    assert no_network.hosts_file("envfarm-z") is not None
+
+
+def test_only_a_refusal_of_this_very_file_counts_as_an_engine_that_cannot_bind():
+    text = 'invalid mount config for type "bind": bind source path does not exist: /run/envfarm/sandbox-hosts/envfarm-a'
+    assert no_network.is_refused_bind(Exception(text), "/run/envfarm/sandbox-hosts/envfarm-a")
+    assert not no_network.is_refused_bind(Exception(text), "/run/envfarm/sandbox-hosts/envfarm-b")
+    assert not no_network.is_refused_bind(Exception("Conflict. The container name is in use"),
+                                          "/run/envfarm/sandbox-hosts/envfarm-a")
