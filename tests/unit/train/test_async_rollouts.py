@@ -231,6 +231,8 @@ def test_importance_correction_is_switched_on_without_a_vllm_server():
     enable_importance_correction(trainer)
     assert trainer.use_vllm and trainer.vllm_importance_sampling_correction
     assert trainer.vllm_generation.sync_weights() is None
+    # a stale sample's weight is per token (clipped), never its sequence's product, which vanishes
+    assert trainer.vllm_importance_sampling_mode == "token_truncate"
 
 
 def test_a_slow_group_is_trained_on_not_dropped_after_faster_ones(tasks, loop):
