@@ -861,6 +861,7 @@ class DockerBackend(SandboxBackend):
                     continue
             remove_container(container.id)
             removed += 1
+        no_network.sweep_stale(_container_names)  # hosts files of sandboxes that ended without a close
         return removed
 
     def ensure_image(self, image: str, registry: str | None = None, tarball: bytes | None = None,
