@@ -51,10 +51,12 @@ def dedupe_files(paths: list[Path]) -> dict[str, int]:
 
 
 def suite_order(paths: list[Path]) -> list[Path]:
-    """Hand-written tasks first, then single bugs, then the kinds built on them."""
+    """Hand-written tasks first, then the harder kinds, then single bugs: where a single bug and a
+    re-implementation (or a multi-location task) are the same task, the harder one stays (the
+    single bug's statement names a traceback, the other's asks to read and write more)."""
     def rank(p: Path) -> tuple[int, str]:
         kind = p.name.split(".")[-2] if p.name.count(".") > 1 else "single"
-        return ({"fixtures": 0}.get(p.stem, 1 if kind == "single" else 2), p.name)
+        return ({"fixtures": 0}.get(p.stem, 2 if kind == "single" else 1), p.name)
     return sorted(paths, key=rank)
 
 
