@@ -115,6 +115,13 @@ def first_sentence(text: str) -> str:
     return _short(first.rstrip(".!? "), 140) if first else ""
 
 
+def retrimmed(terse_text: str) -> str:
+    """A re-implementation's terse level cut at its docstring's first sentence, as `terse` cuts it
+    now (records validated before that cut keep the whole first paragraph)."""
+    m = re.match(r"^(Implement `[^`]+`): (.*)\. (\d+ tests? fails?\.)$", terse_text, re.S)
+    return f"{m.group(1)}: {first_sentence(m.group(2))}. {m.group(3)}" if m else terse_text
+
+
 def safe(text: str, bug_patch: str, test_ids: list[str]) -> bool:
     """No changed line, no diff marker, and no test's name (file or function) in the text."""
     if leaked_lines(text, bug_patch):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from envfarm.sandbox.images import Project, read_file_from_image
+from envfarm.suitegen import levels
 from envfarm.suitegen.baseline import Baseline, project_sources
 from envfarm.suitegen.derive import Candidate, Rejected, derive_task
 from envfarm.suitegen.generate import Mutant, mutants_of_file, order
@@ -193,7 +194,11 @@ def accepted_tasks(run: ProjectRun, state: StateFile) -> list[Task]:
     for mutant in run.mutants:
         rec = state.records.get(mutant.instance_id)
         if rec and rec["status"] == "accepted":
-            out.append(Task.parse(rec["task"], where=str(state.path)))
+            row = rec["task"]
+            terse = (row.get("statements") or {}).get("terse")
+            if terse and terse != levels.retrimmed(terse):
+                row = {**row, "statements": {**row["statements"], "terse": levels.retrimmed(terse)}}
+            out.append(Task.parse(row, where=str(state.path)))
         if len(out) >= run.target:
             break
     return out

@@ -57,8 +57,17 @@ def test_sample_gold_resolves_and_empty_does_not(docker_engine):
 
 
 @pytest.mark.timeout(300)
+def _multi_with_shipped_parts() -> Task | None:
+    """The smallest multi-location task whose single bugs are all still shipped (a single bug may
+    leave the suite after its combination was validated: no issue level, or a duplicate)."""
+    by_id = {t.instance_id: t for t in SHIPPED}
+    tasks = [t for t in SHIPPED if task_labels(t)["kind"] == "multi_location"
+             and all(loc["from"] in by_id for loc in t.envfarm_meta["locations"])]  # type: ignore[attr-defined]
+    return min(tasks, key=lambda t: (len(t.PASS_TO_PASS) + len(t.FAIL_TO_PASS), t.instance_id), default=None)
+
+
 def test_multi_location_fails_while_any_location_is_left_unfixed(docker_engine):
-    task = SAMPLE["multi_location"]
+    task = _multi_with_shipped_parts()
     assert task is not None
     ensure_task_images([task])
     by_id = {t.instance_id: t for t in SHIPPED}

@@ -196,3 +196,14 @@ def test_backfill_writes_terse_and_labels_from_the_data_alone():
     assert task.statements == {"traceback": row["problem_statement"],  # type: ignore[attr-defined]
                                "terse": "`slug` raises TypeError; 1 test fails."}
     assert task.difficulty["kind"] == "single" and task.difficulty["f2p"] == 1  # type: ignore[attr-defined]
+
+
+def test_an_old_records_terse_level_is_cut_at_its_first_sentence_when_collected():
+    from envfarm.suitegen.levels import retrimmed
+
+    old = ('Implement `f`: Times like "1:22" are ambiguous; do they mean minutes or hours? '
+           "By default, the latter. 6 tests fail.")
+    cut = 'Implement `f`: Times like "1:22" are ambiguous; do they mean minutes or hours. 6 tests fail.'
+    assert retrimmed(old) == cut
+    assert retrimmed("Implement `f`: Does x. 1 test fails.") == "Implement `f`: Does x. 1 test fails."
+    assert retrimmed("`f` returns a wrong result; 2 tests fail.") == "`f` returns a wrong result; 2 tests fail."
