@@ -31,6 +31,7 @@ from envfarm.sandbox.base import SandboxSpec
 from envfarm.sandbox.docker_backend import DockerSandbox
 from envfarm.sandbox.images import build_repo, load_projects
 from envfarm.suitegen.baseline import load_or_compute
+from envfarm.suitegen.combine import validated_groups
 from envfarm.suitegen.dedupe import dedupe_files, suite_order
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
 from envfarm.suitegen.restate import restate_project
@@ -61,9 +62,11 @@ async def run(args: argparse.Namespace) -> int:
         async with sem:
             baseline = await load_or_compute(project, factory, state_dir)
         passing = sum(s == "PASSED" for s in baseline.clean.values())
-        target = dict(c.split("=") for c in args.cap).get(name, args.per_project)
+        caps = dict(c.split("=") for c in args.cap)
+        groups = validated_groups(r for r in state.records.values() if r.get("project") == name)
         for kind in args.kinds:
-            mutants = proposals_for(kind, project, baseline, args.seed, max(args.max_candidates, 400))
+            target = caps.get(name, dict(t.split("=") for t in args.target).get(kind, args.per_project))
+            mutants = proposals_for(kind, project, baseline, args.seed, max(args.max_candidates, 400), groups)
             print(f"{name} ({kind}): {passing} passing tests in {baseline.seconds:.1f} s, {len(mutants)} candidates",
                   file=sys.stderr)
             runs.append(ProjectRun(project, mutants, baseline, int(target), args.max_candidates, kind=kind))
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projects", nargs="*", help="projects from images/projects.toml (default: all)")
     parser.add_argument("--skip", nargs="*", default=[], help="projects to leave out")
     parser.add_argument("--per-project", type=int, default=36, help="validated tasks to keep per project")
+    parser.add_argument("--target", nargs="*", default=[], metavar="KIND=N",
+                        help="validated tasks to keep per project of one kind (default: --per-project)")
     parser.add_argument("--cap", nargs="*", default=["more-itertools=20"],
                         help="NAME=N: fewer tasks for projects with slow suites")
     parser.add_argument("--max-candidates", type=int, default=400, help="candidates to try per project at most")

@@ -2,7 +2,7 @@
 
 Containers run with no network, CPU/memory/pids limits, the agent's commands as SandboxSpec.user
 (PID 1 alone as root, see PID1_SCRIPT), no-new-privileges and no capabilities, no host path but a
-fixed hosts file read-only (see envfarm.sandbox.no_network) and no Docker socket. The host's own
+hosts file of its own, read-only (see envfarm.sandbox.no_network), and no Docker socket. The host's own
 commands in a sandbox (`host_exec`) never go through the agent's shell session. A command that
 runs into a limit says which in `ExecResult.limit` (memory and pids from the container's cgroup
 counters, disk from a watchdog on the writable layer: see SandboxSpec.disk). Labels name the

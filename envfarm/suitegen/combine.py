@@ -13,7 +13,7 @@ import hashlib
 import random
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,9 +86,13 @@ class Combination:
 
 
 def combinations(project: str, singles: list[Task], read_clean: Callable[[str], str], seed: int,
-                 limit: int, max_uses: int = 2) -> list[Combination]:
+                 limit: int, max_uses: int = 2, keep: Sequence[Sequence[str]] = ()) -> list[Combination]:
     """Up to `limit` seeded groups of 2-4 single bugs, each in its own function (and its own file
-    where the singles span several); a single bug is part of at most `max_uses` groups."""
+    where the singles span several); a single bug is part of at most `max_uses` groups.
+
+    `keep` (groups of single-bug ids already validated together) come first where all their parts
+    are still in `singles`: a change to the shipped single bugs then costs no validated
+    combination, and the new groups are drawn around them."""
     pool = sorted((t for t in singles if _meta(t).get("path") and _meta(t).get("function")),
                   key=lambda t: t.instance_id)
     rng = random.Random(f"{seed}:{project}:{KIND}")
@@ -98,6 +102,23 @@ def combinations(project: str, singles: list[Task], read_clean: Callable[[str], 
     seen: set[str] = set()
     clean: dict[str, str] = {}
     out: list[Combination] = []
+
+    def add(group: list[Task]) -> None:
+        for t in group:
+            uses[t.instance_id] = uses.get(t.instance_id, 0) + 1
+            for path in files_in_diff(t.bug_patch):
+                if path not in clean:
+                    clean[path] = read_clean(path)
+        group.sort(key=lambda t: (_meta(t)["path"], _meta(t).get("line") or 0))
+        out.append(Combination(group_id(project, [t.instance_id for t in group]), project, group, clean))
+
+    by_id = {t.instance_id: t for t in pool}
+    for ids in keep:
+        iid = group_id(project, ids)
+        if len(out) < limit and iid not in seen and all(i in by_id for i in ids) \
+                and all(uses.get(i, 0) < max_uses for i in ids):
+            seen.add(iid)
+            add([by_id[i] for i in ids])
     for _ in range(limit * 20):
         if len(out) >= limit:
             break
@@ -118,20 +139,30 @@ def combinations(project: str, singles: list[Task], read_clean: Callable[[str], 
                 break
         if len(group) < 2:
             break
-        ids = sorted(t.instance_id for t in group)
-        digest = hashlib.sha256("\0".join(ids).encode()).hexdigest()[:10]
-        iid = f"{project}__multi-{digest}"
+        iid = group_id(project, [t.instance_id for t in group])
         if iid in seen:
             continue
         seen.add(iid)
-        for t in group:
-            uses[t.instance_id] = uses.get(t.instance_id, 0) + 1
-            for path in files_in_diff(t.bug_patch):
-                if path not in clean:
-                    clean[path] = read_clean(path)
-        group.sort(key=lambda t: (_meta(t)["path"], _meta(t).get("line") or 0))
-        out.append(Combination(iid, project, group, clean))
+        add(group)
     return out
+
+
+def group_id(project: str, part_ids: Sequence[str]) -> str:
+    """A combination's instance id: the same parts make the same id, in any order."""
+    digest = hashlib.sha256("\0".join(sorted(part_ids)).encode()).hexdigest()[:10]
+    return f"{project}__multi-{digest}"
+
+
+def validated_groups(records: Iterable[dict]) -> list[list[str]]:
+    """The part ids of every combination a state file holds as accepted, in id order."""
+    groups = []
+    for rec in sorted(records, key=lambda r: r["instance_id"]):
+        if rec.get("kind") == KIND and rec.get("status") == "accepted":
+            meta = (rec.get("task") or {}).get("envfarm_meta") or {}
+            ids = [loc.get("from") for loc in meta.get("locations") or []]
+            if ids and all(ids):
+                groups.append(ids)
+    return groups
 
 
 def diff_texts(before: dict[str, str], after: dict[str, str]) -> str:

@@ -24,7 +24,9 @@ def out_name(project: str, kind: str) -> str:
     return f"{project}.jsonl" if kind == "single" else f"{project}.{kind}.jsonl"
 
 
-def proposals_for(kind: str, project: Project, baseline: Baseline, seed: int, limit: int) -> Sequence[Proposal]:
+def proposals_for(kind: str, project: Project, baseline: Baseline, seed: int, limit: int,
+                  validated: Sequence[Sequence[str]] = ()) -> Sequence[Proposal]:
+    """`validated`: multi-location groups already validated (`combine.validated_groups`), kept first."""
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; known: {', '.join(KINDS)}")
     if kind == "single":
@@ -40,4 +42,5 @@ def proposals_for(kind: str, project: Project, baseline: Baseline, seed: int, li
     single_file = BUILTIN_DIR / out_name(project.name, "single")
     singles = load_jsonl(single_file) if single_file.exists() else []
     return combine.combinations(project.name, singles,
-                                lambda p: texts.get(p) or _read(project.image, f"/testbed/{p}"), seed, limit)
+                                lambda p: texts.get(p) or _read(project.image, f"/testbed/{p}"), seed, limit,
+                                keep=validated)

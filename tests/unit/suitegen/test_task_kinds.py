@@ -6,7 +6,15 @@ import ast
 
 import pytest
 
-from envfarm.suitegen.combine import Combination, apply_patches, combinations, diff_texts, fix_all_but_one
+from envfarm.suitegen.combine import (
+    Combination,
+    apply_patches,
+    combinations,
+    diff_texts,
+    fix_all_but_one,
+    group_id,
+    validated_groups,
+)
 from envfarm.suitegen.contract import contract_changes
 from envfarm.suitegen.reimplement import documented, removals_of_file
 from envfarm.tasks.schema import Task
@@ -127,3 +135,21 @@ def test_combinations_pick_distinct_functions_and_files():
         assert 2 <= len(combo.parts) <= 4 and len(set(paths)) == len(paths)  # several files: one bug per file
         assert combo.instance_id.startswith("demo__multi-")
     assert combinations("demo", singles, CLEAN.__getitem__, seed=0, limit=5) == combos  # deterministic
+
+
+def test_validated_groups_come_first_and_survive_a_change_of_the_singles():
+    specs = [("a.py", "f", "return 1", "return 0"), ("a.py", "g", "return 2", "return 0"),
+             ("b.py", "h", "return 3", "return 0")]
+    singles = [_single(f"demo__synth-{i}", path, fn, _bug(path, old, new))
+               for i, (path, fn, old, new) in enumerate(specs)]
+    kept = ["demo__synth-1", "demo__synth-2"]
+    records = [{"instance_id": group_id("demo", kept), "kind": "multi_location", "status": "accepted",
+                "task": {"envfarm_meta": {"locations": [{"from": i} for i in kept]}}},
+               {"instance_id": "demo__multi-rejected", "kind": "multi_location", "status": "rejected"}]
+    assert validated_groups(records) == [kept]
+    combos = combinations("demo", singles, CLEAN.__getitem__, seed=0, limit=5, keep=validated_groups(records))
+    assert combos[0].instance_id == group_id("demo", kept)
+    assert sorted(t.instance_id for t in combos[0].parts) == kept
+    # a validated group with a part no longer shipped is not proposed
+    gone = combinations("demo", singles[1:2] + singles[:1], CLEAN.__getitem__, seed=0, limit=5, keep=[kept])
+    assert group_id("demo", kept) not in {c.instance_id for c in gone}
