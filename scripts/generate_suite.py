@@ -34,8 +34,15 @@ from envfarm.suitegen.baseline import load_or_compute
 from envfarm.suitegen.combine import validated_groups
 from envfarm.suitegen.dedupe import dedupe_files, suite_order
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
-from envfarm.suitegen.restate import restate_project
-from envfarm.suitegen.suite import ProjectRun, StateFile, accepted_tasks, drive, drop_leaks_by_image
+from envfarm.suitegen.restate import SNIPPETS_VERSION, restate_project
+from envfarm.suitegen.suite import (
+    ProjectRun,
+    StateFile,
+    accepted_tasks,
+    drive,
+    drop_leaks_by_image,
+    read_state_records,
+)
 from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
@@ -55,6 +62,9 @@ async def run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     state = StateFile(state_path(state_dir, args.seed))
     sem = asyncio.Semaphore(args.workers)
+    if reopened := reopen_for_snippets(state, set(names)):
+        print(f"{reopened} validated task(s) left without a reproduction snippet by an older snippet builder are "
+              f"restated", file=sys.stderr)
     runs: list[ProjectRun] = []
     for name in names:
         project = projects[name]
@@ -115,7 +125,7 @@ async def run(args: argparse.Namespace) -> int:
 async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Semaphore) -> None:
     """Record the statement levels and labels on the run's new tasks (one sandbox); a task of any
     kind without a validated reproduction snippet (no issue level) is rejected."""
-    todo = [t for t in accepted_tasks(r, state) if not getattr(t, "statements", None)]
+    todo = [t for t in accepted_tasks(r, state) if "issue" not in (getattr(t, "statements", None) or {})]
     if not todo:
         return
     async with sem:
@@ -125,7 +135,23 @@ async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Sem
         if "issue" in task.statements:  # type: ignore[attr-defined]
             state.add({**rec, "task": task.model_dump(), "restated": True})
         else:
-            state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True})
+            state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True,
+                       "snippets": SNIPPETS_VERSION})
+
+
+def reopen_for_snippets(state: StateFile, projects: set[str]) -> int:
+    """Tasks an older snippet builder left without the issue level go back to accepted, as they
+    were validated, so that this run restates them: validation is not redone. Returns how many."""
+    validated = {rec["instance_id"]: rec for rec in read_state_records(state.path)
+                 if rec["status"] == "accepted" and rec.get("task") and not rec.get("restated")}
+    reopened = 0
+    for iid, rec in list(state.records.items()):
+        if rec["status"] == "rejected" and rec.get("reason") == NO_REPRO and rec.get("project") in projects \
+                and rec.get("snippets", 1) < SNIPPETS_VERSION and iid in validated:
+            again = {k: v for k, v in validated[iid].items() if k != "run"}
+            state.add({**again, "restated": True, "reopened": True})  # not counted in this run's rates
+            reopened += 1
+    return reopened
 
 
 def figures(records: list[dict], wall: float | None, workers: int) -> dict:

@@ -2,8 +2,10 @@
 
 The snippet is the test function's body (dedented), preceded by the imports it uses and the
 module-level helpers and constants it refers to; unittest-style `self.assertX(a, b)` calls become
-plain `assert`s. Tests that need fixtures, parameters, relative imports or other `self` state are
-left out (None). The test's own name and file never appear: the snippet reads as user code.
+plain `assert`s, a parametrized test's row is written into the body (`params`) and a test class's
+state is written out as plain code (`self_state`). Tests that need fixtures, relative imports or
+`self` state from other modules are left out (None). The test's own name and file never appear:
+the snippet reads as user code.
 Whether it really reproduces the bug is decided by running it (see `restate`), not here.
 """
 
@@ -12,6 +14,9 @@ from __future__ import annotations
 import ast
 import textwrap
 from dataclasses import dataclass
+
+from envfarm.suitegen.params import case_arguments, with_arguments
+from envfarm.suitegen.self_state import inline
 
 MAX_BODY_LINES = 18
 MAX_LINES = 40
@@ -53,6 +58,20 @@ class _Unself(ast.NodeTransformer):
             if len(call.args) >= needed:
                 args = [f"({ast.unparse(self.visit(a))})" for a in call.args[:needed]]
                 return ast.parse(f"assert {form.format(*args)}").body[0]
+        return self.generic_visit(node)
+
+    def visit_Return(self, node: ast.Return) -> ast.AST:
+        """`return self.assertEqual(a, b)` (a helper's) is the assertion too."""
+        if node.value is not None:
+            converted = self.visit_Expr(ast.Expr(node.value))
+            if isinstance(converted, ast.Assert):
+                return converted
+        return self.generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        args = node.args.posonlyargs + node.args.args
+        if args and args[0].arg == "self":
+            return node  # a class defined in the test has methods of its own `self`
         return self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
@@ -117,10 +136,31 @@ def _compared(stmt: ast.stmt) -> tuple[ast.expr, ast.expr] | None:
         return None
     test = stmt.test
     if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
-        return test.left, test.comparators[0]
+        left, right = test.left, test.comparators[0]
+        if _is_literal(left) and not _is_literal(right):  # `assert 'x-y' == slug('x y')`
+            return right, left
+        return left, right
     if isinstance(test, ast.Call) and len(test.args) == 2 and not test.keywords:
         return test.args[0], test.args[1]
     return None
+
+
+def _joined(stmts: list[ast.stmt]) -> str:
+    """Statements as source, a function definition set apart by blank lines."""
+    out = ""
+    for prev, stmt in zip([None, *stmts], stmts, strict=False):
+        gap = "\n\n" if prev is not None and (isinstance(stmt, ast.FunctionDef) or isinstance(prev, ast.FunctionDef)) \
+            else "\n"
+        out += (gap if prev is not None else "") + ast.unparse(stmt)
+    return out
+
+
+def _is_literal(node: ast.expr) -> bool:
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
 
 
 def _replace(root: ast.AST, old: ast.AST, new: ast.AST) -> None:
@@ -135,35 +175,48 @@ def _replace(root: ast.AST, old: ast.AST, new: ast.AST) -> None:
 def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str | None:
     """The user-style snippet for a pytest node id of a test in `test_source`, or None; with
     `stop_line`, the body ends at the statement that holds that line."""
-    parts = test_id.split("::")[1:]
-    if not parts or "[" in test_id:
+    node_id, _, case = test_id.partition("[")
+    parts = node_id.split("::")[1:]
+    if not parts or (case and not case.endswith("]")):
         return None
     try:
         tree = ast.parse(test_source)
     except SyntaxError:
         return None
     func = _find(tree, parts)
-    if func is None or func.decorator_list:
+    defs = _module_defs(tree)
+    if func is None or bool(func.decorator_list) != bool(case):
+        return None
+    values = case_arguments(func, case[:-1], defs) if case else {}
+    if values is None:
         return None
     args = [a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs)]
     in_class = len(parts) > 1
-    if args != (["self"] if in_class else []) or func.args.vararg or func.args.kwarg:
+    if sorted(args) != sorted((["self"] if in_class else []) + list(values)) or func.args.vararg or func.args.kwarg:
         return None
     body = [s for s in func.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
     if stop_line is not None:
         body = [s for s in body if s.lineno <= stop_line]
+    if values:
+        body = with_arguments(body, values) or []
     if not body:
         return None
+    prelude: list[ast.stmt] = []
+    if in_class:
+        state = inline(tree, parts, body)
+        if state is None:
+            return None
+        prelude, body = state.prelude, state.body
     unself = _Unself()
     body = [unself.visit(s) for s in body]
+    prelude = [unself.visit(s) for s in prelude]
     if unself.unusable:
         return None
     body_text = "\n".join(ast.unparse(s) for s in body)
     if len(body_text.splitlines()) > MAX_BODY_LINES or any(isinstance(n, ast.Yield) for s in body for n in ast.walk(s)):
         return None
-    defs = _module_defs(tree)
     needed: list[ast.stmt] = []
-    todo = _names_used(body)
+    todo = _names_used([*prelude, *body])
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -175,13 +228,14 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
             needed.append(node)
             todo |= _names_used([node])
     needed.sort(key=lambda n: n.lineno)
-    used = _names_used([*body, *needed]) | {n.attr for s in body for n in ast.walk(s) if isinstance(n, ast.Attribute)}
+    shown = [*prelude, *body]
+    used = _names_used([*shown, *needed]) | {n.attr for s in shown for n in ast.walk(s) if isinstance(n, ast.Attribute)}
     imports = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                return None
             keep = [a for a in node.names if (a.asname or a.name) in used or a.name == "*"]
+            if keep and node.level:
+                return None  # a user's snippet has no package of tests to import from
             if keep:
                 imports.append(ast.unparse(ast.ImportFrom(node.module, keep, 0)))
         elif isinstance(node, ast.Import):
@@ -190,6 +244,7 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
                 imports.append(ast.unparse(ast.Import(keep)))
     pieces = ["\n".join(imports)] if imports else []
     pieces += [ast.unparse(n) for n in needed]
+    pieces += [_joined(prelude)] if prelude else []
     pieces.append(body_text)
     text = "\n\n".join(pieces) + "\n"
     if len(text.splitlines()) > MAX_LINES or any(p in text for p in parts):

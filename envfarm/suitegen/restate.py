@@ -36,6 +36,7 @@ from envfarm.tasks.schema import Task
 BUG = "/tmp/.envfarm_restate_bug.diff"
 SCRIPT = "/tmp/.envfarm_repro.py"
 MAX_TESTS = 6  # failing tests tried per task for snippets
+SNIPPETS_VERSION = 2  # repro's: 2 reads parametrized rows and a test class's state; raise it when it learns more
 
 
 @dataclass
@@ -137,7 +138,7 @@ async def restate_task(sandbox: Sandbox, project: Project, task: Task) -> Task:
         path = test_id.split("::")[0]
         if path not in sources:
             sources[path] = (await sandbox.read_file(f"/testbed/{path}")).decode()
-        r = repro(test_id, sources[path], _func_line(frames, test_id.split("::")[-1]))
+        r = repro(test_id, sources[path], _func_line(frames, test_id.split("::")[-1].split("[")[0]))
         if r is not None:
             tried.append(Tried(test_id, r.text, r.script, r.compared, call))
     for t in tried:  # on the buggy code: each must fail

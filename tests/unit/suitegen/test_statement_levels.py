@@ -75,8 +75,8 @@ def test_unittest_asserts_become_plain_asserts():
     assert "assert words('a b') == ['a', 'b']\nassert words('')\n" in text
 
 
-@pytest.mark.parametrize("test_id", ["tests/test_text.py::test_uses_fixture", "tests/test_text.py::test_param[1]",
-                                     "tests/test_text.py::test_param", "tests/test_text.py::TestWords::test_state",
+@pytest.mark.parametrize("test_id", ["tests/test_text.py::test_uses_fixture", "tests/test_text.py::test_param[3]",
+                                     "tests/test_text.py::test_param",
                                      "tests/test_text.py::test_missing"])
 def test_tests_a_user_could_not_paste_give_no_snippet(test_id):
     assert snippet(test_id, TESTS) is None
@@ -207,3 +207,159 @@ def test_an_old_records_terse_level_is_cut_at_its_first_sentence_when_collected(
     assert retrimmed(old) == cut
     assert retrimmed("Implement `f`: Does x. 1 test fails.") == "Implement `f`: Does x. 1 test fails."
     assert retrimmed("`f` returns a wrong result; 2 tests fail.") == "`f` returns a wrong result; 2 tests fail."
+
+
+PARAM_TESTS = '''import pytest
+from datetime import date
+from mylib.text import FMT_A, FMT_B, ordinal, parse
+
+ORDINALS = (
+    (1, "1st"),
+    (-11, "-11th"),
+    ("12", "12th"),
+)
+CASES = {
+    ("2024-01-02", date(2024, 1, 2)),
+    ("nope", None),
+}
+
+
+@pytest.mark.parametrize(("number", "expected"), ORDINALS)
+def test_ordinal(number, expected):
+    assert expected == ordinal(number)
+
+
+@pytest.mark.parametrize("text,expected", CASES)
+def test_parse(text, expected):
+    if expected is None:
+        with pytest.raises(ValueError):
+            parse(text)
+    else:
+        result = parse(text)
+        assert result == expected
+
+
+@pytest.mark.parametrize("text", ["a", pytest.param("b", id="second")])
+def test_one_name(text):
+    assert parse(text)
+
+
+@pytest.mark.parametrize("x", [1, 2], ids=["one", "two"])
+def test_explicit_ids(x):
+    assert x
+
+
+@pytest.mark.parametrize("x", [1, 2], ids=str)
+def test_computed_ids(x):
+    assert x
+
+
+@pytest.mark.parametrize("x,fmt", [(1, FMT_A), (2, FMT_B)])
+def test_imported_constant(x, fmt):
+    assert ordinal(x, fmt)
+'''
+
+
+def test_a_parametrized_case_becomes_its_row_written_into_the_call():
+    r = repro("tests/test_o.py::test_ordinal[-11--11th]", PARAM_TESTS)
+    assert r is not None and r.text.rstrip().endswith("assert '-11th' == ordinal(-11)")
+    assert r.compared == ("ordinal(-11)", "'-11th'")  # a literal on the left is the expected side
+    assert "ORDINALS" not in r.text and "number" not in r.text and "import pytest" not in r.text
+    assert snippet("tests/test_o.py::test_ordinal[12-12th]", PARAM_TESTS).rstrip().endswith(
+        "assert '12th' == ordinal('12')")
+
+
+def test_a_set_table_row_is_told_by_its_literal_values_and_settled_branches_fold():
+    text = snippet("tests/test_o.py::test_parse[2024-01-02-expected1]", PARAM_TESTS)
+    assert text is not None
+    assert "from datetime import date" in text and "if " not in text and "raises" not in text
+    assert text.rstrip().endswith("result = parse('2024-01-02')\nassert result == date(2024, 1, 2)")
+    assert "with pytest.raises(ValueError):\n    parse('nope')" in snippet("tests/test_o.py::test_parse[nope-None]",
+                                                                         PARAM_TESTS)
+
+
+@pytest.mark.parametrize("test_id", ["tests/test_o.py::test_ordinal[7-7th]", "tests/test_o.py::test_ordinal",
+                                     "tests/test_o.py::test_computed_ids[1]", "tests/test_o.py::test_ordinal[1-1st"])
+def test_a_case_not_told_for_sure_gives_no_snippet(test_id):
+    assert snippet(test_id, PARAM_TESTS) is None
+
+
+def test_single_name_tables_and_explicit_param_ids():
+    assert snippet("tests/test_o.py::test_one_name[a]", PARAM_TESTS).rstrip().endswith("assert parse('a')")
+    assert snippet("tests/test_o.py::test_one_name[second]", PARAM_TESTS).rstrip().endswith("assert parse('b')")
+    assert snippet("tests/test_o.py::test_explicit_ids[two]", PARAM_TESTS).rstrip().endswith("assert 2")
+    # a constant of another module shows as its value or as name and index: either way the row is told
+    text = snippet("tests/test_o.py::test_imported_constant[2-%b]", PARAM_TESTS)
+    assert text is not None and text.rstrip().endswith("assert ordinal(2, FMT_B)")
+    assert "from mylib.text import FMT_B, ordinal" in text
+    assert snippet("tests/test_o.py::test_imported_constant[1-fmt0]", PARAM_TESTS).rstrip().endswith(
+        "assert ordinal(1, FMT_A)")
+
+
+CLASS_TESTS = '''import unittest
+from mylib.evaluator import Evaluator, LRU
+from .base import RemoteBase
+
+
+class Base(unittest.TestCase):
+    Cache = LRU
+
+    def setUp(self):
+        """A fresh evaluator."""
+        self.ev = Evaluator()
+
+    def check(self, expr, expected):
+        return self.assertEqual(self.ev.eval(expr), expected)
+
+
+class TestEval(Base):
+    def setUp(self):
+        super().setUp()
+        self.ev.strict = True
+
+    def test_add(self):
+        self.check("1 + 1", 2)
+
+    def test_cache(self):
+        cache = self.Cache(2)
+        self.mine = cache
+        assert self.mine.maxsize == 2
+
+    def test_nested_class(self):
+        class Foo:
+            def bar(self):
+                return self
+        assert Foo().bar()
+
+    def remember(self, x):
+        self.last = x
+
+    def test_helper_sets_state(self):
+        self.remember(1)
+
+
+class TestRemote(RemoteBase):
+    def test_remote(self):
+        self.assertEqual(self.client.get(), 1)
+'''
+
+
+def test_a_methods_class_state_is_written_out_as_plain_code():
+    text = snippet("tests/test_e.py::TestEval::test_add", CLASS_TESTS)
+    assert text is not None and "self" not in text and "class " not in text
+    # the bases' setUp first, then the class's own; the helper becomes a function
+    assert "ev = Evaluator()\nev.strict = True\n" in text
+    assert "def check(expr, expected):\n    assert ev.eval(expr) == expected" in text
+    assert text.rstrip().endswith("check('1 + 1', 2)")
+    compile(text, "<snippet>", "exec")
+    cache = snippet("tests/test_e.py::TestEval::test_cache", CLASS_TESTS)
+    assert cache is not None and "Cache = LRU" in cache and "mine = cache\nassert mine.maxsize == 2" in cache
+    assert "RemoteBase" not in cache  # the relative import it does not use is left out
+    nested = snippet("tests/test_e.py::TestEval::test_nested_class", CLASS_TESTS)
+    assert nested is not None and "return self" in nested  # a class of the test keeps its own self
+
+
+@pytest.mark.parametrize("test_id", ["tests/test_e.py::TestEval::test_helper_sets_state",
+                                     "tests/test_e.py::TestRemote::test_remote"])
+def test_state_that_cannot_be_written_out_gives_no_snippet(test_id):
+    assert snippet(test_id, CLASS_TESTS) is None
