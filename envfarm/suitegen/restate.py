@@ -102,6 +102,27 @@ async def _run_snippet(sandbox: Sandbox, project: Project, test_file: str, scrip
     return await _sh(sandbox, f"cd /testbed && env {envs} timeout 30 python3 {SCRIPT} 2>&1", timeout=60)
 
 
+async def snippet_misbehaves(sandbox: Sandbox, project: Project, task: Task, script: str) -> str | None:
+    """Why `script` is no reproduction of the task's bug (it must fail on the bug and run cleanly on
+    the fix), or None when it is one: the check every issue-level snippet passes, hand-written ones
+    too. The sandbox is left clean."""
+    await sandbox.write_file(BUG, task.bug_patch)
+    rc, out = await _sh(sandbox, f"cd /testbed && git checkout -q -- . && git apply {BUG}")
+    if rc:
+        return f"the bug patch does not apply: {out[-300:]}"
+    test_file = (task.FAIL_TO_PASS or ["."])[0].split("::")[0]
+    try:
+        bug_rc, bug_out = await _run_snippet(sandbox, project, test_file, script)
+    finally:
+        await _sh(sandbox, "cd /testbed && git checkout -q -- .")
+    if bug_rc in (0, 124):
+        return f"it does not fail on the bug (exit {bug_rc}): {bug_out[-300:]}"
+    fix_rc, fix_out = await _run_snippet(sandbox, project, test_file, script)
+    if fix_rc:
+        return f"it fails on the fix too (exit {fix_rc}): {fix_out[-300:]}"
+    return None
+
+
 def _docstring(source: str, qualname: str) -> str | None:
     from envfarm.suitegen.generate import functions
 

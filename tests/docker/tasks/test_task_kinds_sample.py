@@ -7,12 +7,15 @@ import asyncio
 
 import pytest
 
-from envfarm.sandbox.images import read_file_from_image
+from envfarm.sandbox.base import SandboxSpec
+from envfarm.sandbox.docker_backend import DockerSandbox
+from envfarm.sandbox.images import load_projects, read_file_from_image
 from envfarm.suitegen.combine import fix_all_but_one
+from envfarm.suitegen.restate import snippet_misbehaves
 from envfarm.tasks.difficulty import NEW_KINDS, task_labels
 from envfarm.tasks.grading import grade
 from envfarm.tasks.images_needed import ensure_task_images
-from envfarm.tasks.loading import load_builtin
+from envfarm.tasks.loading import BUILTIN_DIR, load_builtin, load_jsonl
 from envfarm.tasks.schema import Task
 
 pytestmark = pytest.mark.docker
@@ -56,7 +59,6 @@ def test_sample_gold_resolves_and_empty_does_not(docker_engine):
     assert not bad, bad
 
 
-@pytest.mark.timeout(300)
 def _multi_with_shipped_parts() -> Task | None:
     """The smallest multi-location task whose single bugs are all still shipped (a single bug may
     leave the suite after its combination was validated: no issue level, or a duplicate)."""
@@ -66,6 +68,7 @@ def _multi_with_shipped_parts() -> Task | None:
     return min(tasks, key=lambda t: (len(t.PASS_TO_PASS) + len(t.FAIL_TO_PASS), t.instance_id), default=None)
 
 
+@pytest.mark.timeout(300)
 def test_multi_location_fails_while_any_location_is_left_unfixed(docker_engine):
     task = _multi_with_shipped_parts()
     assert task is not None
@@ -90,3 +93,27 @@ def test_multi_location_fails_while_any_location_is_left_unfixed(docker_engine):
     for i, res in enumerate(results):
         assert not res.error_kind, (i, res.error_kind, res.error)
         assert not res.resolved, f"location {i + 1} left unfixed, yet the task is resolved"
+
+
+@pytest.mark.timeout(300)
+def test_hand_written_issue_snippets_fail_on_the_bug_and_run_on_the_fix(inflection_image):
+    """The hand-written tasks' issue level is held to the generated ones' rule, for real."""
+    tasks = load_jsonl(BUILTIN_DIR / "fixtures.jsonl")
+    project = load_projects()["inflection"]
+
+    async def run() -> tuple[dict[str, str | None], str | None]:
+        sandbox = await DockerSandbox.create(SandboxSpec(image=project.image), run="test", task="hand-written")
+        try:
+            out = {}
+            for task in tasks:
+                issue = task.statements["issue"]  # type: ignore[attr-defined]
+                script = issue.split("```python\n", 1)[1].split("```", 1)[0]
+                out[task.instance_id] = await snippet_misbehaves(sandbox, project, task, script)
+            control = await snippet_misbehaves(sandbox, project, tasks[0], "import inflection\n")
+            return out, control
+        finally:
+            await sandbox.close()
+
+    results, control = asyncio.run(run())
+    assert results == {t.instance_id: None for t in tasks}, results
+    assert control is not None and "does not fail on the bug" in control  # the check can refuse
