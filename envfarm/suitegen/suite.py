@@ -144,9 +144,12 @@ async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, fact
                                      describe=describe, test_timeout=timeout, check_empty=False)
             record.update(status="accepted", reason="", task=task.model_dump())
         except Rejected as exc:
-            # a time limit hit on a busy machine says nothing about the candidate: retried on resume
+            # a time limit hit on a busy machine says little about the candidate: it is retried on
+            # resume, up to TIMEOUT_ATTEMPTS in all (a mutant that loops forever is not retried for ever)
             slow = "ran past" in str(exc) or "timeout" in str(exc)
-            record.update(status="error" if slow else "rejected", reason=str(exc)[:300])
+            attempts = timeouts(state.records.get(mutant.instance_id)) + 1
+            record.update(status=TIMED_OUT if slow else "rejected", reason=str(exc)[:300],
+                          **({"attempts": attempts} if slow else {}))
         except Exception as exc:  # noqa: BLE001 - an infrastructure fault is recorded, not fatal
             record.update(status="error", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
         record["seconds"] = round(time.perf_counter() - started, 2)
@@ -154,6 +157,15 @@ async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, fact
         state.add(record)  # errors are not recorded: a resumed run retries them
     count(run, record)
     on_done(run)
+
+
+TIMED_OUT = "timed_out"
+TIMEOUT_ATTEMPTS = 2
+
+
+def timeouts(record: dict[str, Any] | None) -> int:
+    """How many runs the candidate ran past its time limit in (0: never, or not tried)."""
+    return int(record.get("attempts", 1)) if record and record["status"] == TIMED_OUT else 0
 
 
 def count(run: ProjectRun, record: dict[str, Any]) -> None:
@@ -173,7 +185,7 @@ async def drive(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem:
         if run.done:
             break
         rec = state.records.get(mutant.instance_id)
-        if rec is not None:
+        if rec is not None and not 0 < timeouts(rec) < TIMEOUT_ATTEMPTS:
             count(run, rec)
             on_done(run)
             continue
