@@ -102,25 +102,55 @@ async def _run_snippet(sandbox: Sandbox, project: Project, test_file: str, scrip
     return await _sh(sandbox, f"cd /testbed && env {envs} timeout 30 python3 {SCRIPT} 2>&1", timeout=60)
 
 
-async def snippet_misbehaves(sandbox: Sandbox, project: Project, task: Task, script: str) -> str | None:
-    """Why `script` is no reproduction of the task's bug (it must fail on the bug and run cleanly on
-    the fix), or None when it is one: the check every issue-level snippet passes, hand-written ones
-    too. The sandbox is left clean."""
-    await sandbox.write_file(BUG, task.bug_patch)
-    rc, out = await _sh(sandbox, f"cd /testbed && git checkout -q -- . && git apply {BUG}")
-    if rc:
-        return f"the bug patch does not apply: {out[-300:]}"
-    test_file = (task.FAIL_TO_PASS or ["."])[0].split("::")[0]
+@dataclass
+class SnippetRun:
+    """One snippet run on the buggy code and then on the fix."""
+
+    bug_rc: int
+    bug_output: str
+    fix_rc: int | None = None  # None: not run on the fix, since it did not fail on the bug
+    fix_output: str = ""
+
+    def misbehaviour(self) -> str | None:
+        """Why the snippet is no reproduction (it must fail on the bug and run on the fix), or None."""
+        if self.bug_rc in (0, 124):
+            return f"it does not fail on the bug (exit {self.bug_rc}): {self.bug_output[-300:]}"
+        if self.fix_rc:
+            return f"it fails on the fix too (exit {self.fix_rc}): {self.fix_output[-300:]}"
+        return None
+
+
+async def run_on_bug_then_fix(
+    sandbox: Sandbox, project: Project, scripts: list[tuple[str, str]]
+) -> list[SnippetRun]:
+    """Each (test file, script) run on the buggy code the sandbox holds, then, for those that failed
+    there, on the clean code: the one check every issue-level snippet passes, hand-written ones too.
+    The sandbox is left clean."""
     try:
-        bug_rc, bug_out = await _run_snippet(sandbox, project, test_file, script)
+        runs = [SnippetRun(*await _run_snippet(sandbox, project, f, s)) for f, s in scripts]
     finally:
         await _sh(sandbox, "cd /testbed && git checkout -q -- .")
-    if bug_rc in (0, 124):
-        return f"it does not fail on the bug (exit {bug_rc}): {bug_out[-300:]}"
-    fix_rc, fix_out = await _run_snippet(sandbox, project, test_file, script)
-    if fix_rc:
-        return f"it fails on the fix too (exit {fix_rc}): {fix_out[-300:]}"
-    return None
+    for run, (test_file, script) in zip(runs, scripts, strict=True):
+        if run.bug_rc not in (0, 124):
+            run.fix_rc, run.fix_output = await _run_snippet(sandbox, project, test_file, script)
+    return runs
+
+
+async def _apply_bug(sandbox: Sandbox, task: Task) -> str | None:
+    """Put the task's bug into the sandbox's clean checkout; the reason when it does not apply."""
+    await sandbox.write_file(BUG, task.bug_patch)
+    rc, out = await _sh(sandbox, f"cd /testbed && git checkout -q -- . && git apply {BUG}")
+    return f"its bug patch does not apply: {out[-300:]}" if rc else None
+
+
+async def snippet_misbehaves(sandbox: Sandbox, project: Project, task: Task, script: str) -> str | None:
+    """Why `script` is no reproduction of the task's bug, or None when it is one (the sandbox is
+    left clean)."""
+    if failure := await _apply_bug(sandbox, task):
+        return failure
+    test_file = (task.FAIL_TO_PASS or ["."])[0].split("::")[0]
+    (run,) = await run_on_bug_then_fix(sandbox, project, [(test_file, script)])
+    return run.misbehaviour()
 
 
 def _docstring(source: str, qualname: str) -> str | None:
@@ -137,10 +167,8 @@ async def restate_task(sandbox: Sandbox, project: Project, task: Task) -> Task:
     meta = dict(getattr(task, "envfarm_meta", None) or {})
     kind = _kind(task)
     changed = files_in_diff(task.patch)
-    await sandbox.write_file(BUG, task.bug_patch)
-    rc, out = await _sh(sandbox, f"cd /testbed && git checkout -q -- . && git apply {BUG}")
-    if rc:
-        raise RuntimeError(f"{task.instance_id}: its bug patch does not apply: {out[-300:]}")
+    if failure := await _apply_bug(sandbox, task):
+        raise RuntimeError(f"{task.instance_id}: {failure}")
     tried: list[Tried] = []
     names_changed = False
     sections: dict[str, str] = {}
@@ -162,20 +190,13 @@ async def restate_task(sandbox: Sandbox, project: Project, task: Task) -> Task:
         r = repro(test_id, sources[path], _func_line(frames, test_id.split("::")[-1].split("[")[0]))
         if r is not None:
             tried.append(Tried(test_id, r.text, r.script, r.compared, call))
-    for t in tried:  # on the buggy code: each must fail
-        rc, output = await _run_snippet(sandbox, project, t.test_id.split("::")[0], t.script)
-        t.exception = _last_error(output) if rc else None
-        got = [ln.split(ACTUAL, 1)[1].strip() for ln in output.splitlines() if ln.startswith(ACTUAL)]
-        t.got = got[-1] if got else None
-        if rc == 0 or rc == 124:
-            t.exception = "passes"  # reproduces nothing
-    await _sh(sandbox, "cd /testbed && git checkout -q -- .")
+    runs = await run_on_bug_then_fix(sandbox, project, [(t.test_id.split("::")[0], t.script) for t in tried])
     good: list[Tried] = []
-    for t in tried:  # on the clean code: each must run cleanly
-        if t.exception == "passes":
-            continue
-        rc, _ = await _run_snippet(sandbox, project, t.test_id.split("::")[0], t.script)
-        if rc == 0:
+    for t, run in zip(tried, runs, strict=True):
+        t.exception = _last_error(run.bug_output)
+        got = [ln.split(ACTUAL, 1)[1].strip() for ln in run.bug_output.splitlines() if ln.startswith(ACTUAL)]
+        t.got = got[-1] if got else None
+        if run.misbehaviour() is None:
             good.append(t)
     locations = len(meta.get("locations") or []) or 1
     function = meta.get("function")

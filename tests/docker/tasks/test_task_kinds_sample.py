@@ -117,3 +117,30 @@ def test_hand_written_issue_snippets_fail_on_the_bug_and_run_on_the_fix(inflecti
     results, control = asyncio.run(run())
     assert results == {t.instance_id: None for t in tasks}, results
     assert control is not None and "does not fail on the bug" in control  # the check can refuse
+
+
+@pytest.mark.timeout(300)
+def test_restating_a_shipped_task_writes_a_snippet_that_reproduces_its_bug(inflection_image):
+    """A collect's restating, for real, on a shipped single bug with its levels dropped: the issue
+    level comes back with a snippet the shared check accepts, and the labels with it."""
+    from envfarm.suitegen.restate import restate_task
+
+    task = min((t for t in SHIPPED if t.repo == "inflection" and task_labels(t)["kind"] == "single"),
+               key=lambda t: (len(t.FAIL_TO_PASS), t.instance_id))
+    bare = Task.parse({**task.model_dump(), "statements": None, "difficulty": None})
+    project = load_projects()["inflection"]
+
+    async def run() -> tuple[Task, str | None]:
+        sandbox = await DockerSandbox.create(SandboxSpec(image=project.image), run="test", task="restate")
+        try:
+            done = await restate_task(sandbox, project, bare)
+            issue = done.statements.get("issue", "")  # type: ignore[attr-defined]
+            script = issue.split("```python\n", 1)[1].split("```", 1)[0] if "```python\n" in issue else ""
+            return done, await snippet_misbehaves(sandbox, project, task, script)
+        finally:
+            await sandbox.close()
+
+    done, why = asyncio.run(run())
+    assert set(done.statements) == {"traceback", "issue", "terse"}, done.statements  # type: ignore[attr-defined]
+    assert why is None, why
+    assert done.difficulty["kind"] == "single"  # type: ignore[attr-defined]
