@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass
 
 from envfarm.suitegen.params import case_arguments, with_arguments
-from envfarm.suitegen.self_state import inline
+from envfarm.suitegen.self_state import inline, takes_self
 
 MAX_BODY_LINES = 18
 MAX_LINES = 40
@@ -69,10 +69,7 @@ class _Unself(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-        args = node.args.posonlyargs + node.args.args
-        if args and args[0].arg == "self":
-            return node  # a class defined in the test has methods of its own `self`
-        return self.generic_visit(node)
+        return node if takes_self(node) else self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id == "self":

@@ -104,8 +104,14 @@ class _Rewrite(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
-        args = node.args.posonlyargs + node.args.args
-        return node if args and args[0].arg == "self" else self.generic_visit(node)
+        return node if takes_self(node) else self.generic_visit(node)
+
+
+def takes_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether a function is a method of its own `self` (a class defined inside a test has such
+    methods, and their `self` is not the test's)."""
+    args = func.args.posonlyargs + func.args.args
+    return bool(args) and args[0].arg == "self"
 
 
 def inline(tree: ast.Module, names: list[str], body: list[ast.stmt]) -> SelfState | None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 from envfarm.sandbox.images import load_projects
 from envfarm.suitegen import suite
@@ -23,40 +27,48 @@ class _Mutant:
         return object()
 
 
-def _run_once(state: suite.StateFile, mutants: list[_Mutant]) -> None:
-    run = suite.ProjectRun(load_projects()["roman"], mutants, Baseline({}, {}, 1.0), target=5, max_candidates=10)
+@dataclass
+class _Runs:
+    """Runs one candidate's project again and again over one state file, counting validations."""
 
-    async def go() -> None:
-        await suite.drive(run, state, lambda spec, task: None, asyncio.Semaphore(1), lambda r: None)
+    path: Path
+    calls: int = 0
 
-    asyncio.run(go())
+    def run(self, instance_id: str) -> None:
+        project = load_projects()["roman"]
+        run = suite.ProjectRun(project, [_Mutant(instance_id)], Baseline({}, {}, 1.0), target=5, max_candidates=10)
+        state = suite.StateFile(self.path)
+        asyncio.run(suite.drive(run, state, lambda spec, task: None, asyncio.Semaphore(1), lambda r: None))
 
 
-def test_a_timed_out_candidate_is_retried_once_then_left(tmp_path, monkeypatch):
-    calls: list[str] = []
+@pytest.fixture
+def rejecting(tmp_path, monkeypatch) -> Callable[[str], _Runs]:
+    """Runs whose every validation is rejected with the given reason."""
 
-    async def derive(cand, project, factory, **kw):
-        calls.append("loops")
-        raise Rejected("the buggy run ran past its 180 s limit")
+    def make(reason: str) -> _Runs:
+        runs = _Runs(tmp_path / "state.jsonl.gz")
 
-    monkeypatch.setattr(suite, "derive_task", derive)
-    path = tmp_path / "state.jsonl.gz"
+        async def derive(cand, project, factory, **kw):
+            runs.calls += 1
+            raise Rejected(reason)
+
+        monkeypatch.setattr(suite, "derive_task", derive)
+        return runs
+
+    return make
+
+
+def test_a_timed_out_candidate_is_retried_once_then_left(rejecting):
+    runs = rejecting("the buggy run ran past its 180 s limit")
     for expected_calls in (1, 2, 2):  # first run, one retry on resume, then never again
-        _run_once(suite.StateFile(path), [_Mutant("roman__synth-loops")])
-        assert len(calls) == expected_calls
-    rec = suite.StateFile(path).records["roman__synth-loops"]
+        runs.run("roman__synth-loops")
+        assert runs.calls == expected_calls
+    rec = suite.StateFile(runs.path).records["roman__synth-loops"]
     assert rec["status"] == suite.TIMED_OUT and rec["attempts"] == 2
 
 
-def test_a_plain_rejection_is_never_retried(tmp_path, monkeypatch):
-    calls: list[str] = []
-
-    async def derive(cand, project, factory, **kw):
-        calls.append("x")
-        raise Rejected("no test fails with the bug")
-
-    monkeypatch.setattr(suite, "derive_task", derive)
-    path = tmp_path / "state.jsonl.gz"
+def test_a_plain_rejection_is_never_retried(rejecting):
+    runs = rejecting("no test fails with the bug")
     for _ in range(2):
-        _run_once(suite.StateFile(path), [_Mutant("roman__synth-plain")])
-    assert len(calls) == 1
+        runs.run("roman__synth-plain")
+    assert runs.calls == 1
