@@ -14,36 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import defaultdict
 from pathlib import Path
 
+from envfarm.suitegen.rates import figures
 from envfarm.suitegen.suite import read_state_records
 
 
 def rates(state_dirs: list[Path]) -> dict:
-    per: dict[str, dict[str, float]] = defaultdict(lambda: {"tried": 0, "accepted": 0, "seconds": 0.0})
-    secs: list[float] = []
-    for d in state_dirs:
-        for f in sorted(d.glob("*.state.jsonl*")):
-            for rec in read_state_records(f):
-                p = per[rec["project"]]
-                p["tried"] += 1
-                p["accepted"] += rec["status"] == "accepted"
-                p["seconds"] += rec["seconds"]
-                secs.append(rec["seconds"])
-    tried = sum(p["tried"] for p in per.values())
-    accepted = sum(p["accepted"] for p in per.values())
-    seconds = sum(p["seconds"] for p in per.values())
+    records = [rec for d in state_dirs for f in sorted(d.glob("*.state.jsonl*")) for rec in read_state_records(f)
+               if not rec.get("restated")]  # a restating is no validation
+    fig = figures(records, by_project=True)
+    secs = [rec.get("seconds", 0.0) for rec in records]
     return {
-        "projects": len(per),
-        "candidates": tried,
-        "accepted": accepted,
-        "yield": round(accepted / tried, 3) if tried else 0.0,
-        "worker_hours": round(seconds / 3600, 3),
-        "tasks_per_worker_hour": round(accepted / seconds * 3600, 1) if seconds else 0.0,
+        "projects": len(fig["per_project"]),
+        "candidates": fig["candidates_tried"],
+        "accepted": fig["validated_tasks"],
+        "yield": fig["yield"],
+        "worker_hours": round(fig["sandbox_s"] / 3600, 3),
+        "tasks_per_worker_hour": round(fig["tasks_per_worker_hour_of_validation"], 1),
+        "timed_out_share_of_sandbox_time": fig["timed_out_share_of_sandbox_time"],
         "median_candidate_s": round(statistics.median(secs), 1) if secs else 0.0,
-        "per_project": {k: {"accepted": int(v["accepted"]), "tried": int(v["tried"]),
-                            "worker_s": round(v["seconds"])} for k, v in sorted(per.items())},
+        "per_project": {k: {"accepted": v["validated_tasks"], "tried": v["candidates_tried"],
+                            "worker_s": round(v["sandbox_s"])} for k, v in fig["per_project"].items()},
     }
 
 

@@ -34,7 +34,8 @@ from envfarm.suitegen.baseline import load_or_compute
 from envfarm.suitegen.combine import validated_groups
 from envfarm.suitegen.dedupe import dedupe_files, suite_order
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
-from envfarm.suitegen.restate import SNIPPETS_VERSION, restate_project
+from envfarm.suitegen.rates import figures, runs_records
+from envfarm.suitegen.restate_state import reopen_for_snippets, restate_run
 from envfarm.suitegen.suite import (
     ProjectRun,
     StateFile,
@@ -47,7 +48,6 @@ from envfarm.suitegen.summary import write_summary
 from envfarm.tasks.loading import BUILTIN_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_REPRO = "no reproduction snippet fails on the bug and runs on the fix (no issue statement)"
 STATE_DIR = ROOT / "envfarm" / "suitegen" / "state"
 COMMAND = "python scripts/generate_suite.py --per-project 36 --seed 0 --workers 2"
 
@@ -117,70 +117,9 @@ async def run(args: argparse.Namespace) -> int:
     if args.summary:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
-    print(json.dumps({**figures(run_records(state, state.run_id), time.monotonic() - started, args.workers),
+    print(json.dumps({**figures(runs_records(state.added, [state.run_id]), time.monotonic() - started, args.workers),
                       "restate_s": round(restate_s, 1)}))
     return 0
-
-
-async def restate_run(r: ProjectRun, state: StateFile, factory, sem: asyncio.Semaphore) -> None:
-    """Record the statement levels and labels on the run's new tasks (one sandbox); a task of any
-    kind without a validated reproduction snippet (no issue level) is rejected."""
-    todo = [t for t in accepted_tasks(r, state) if "issue" not in (getattr(t, "statements", None) or {})]
-    if not todo:
-        return
-    async with sem:
-        done = await restate_project(r.project, todo, factory)
-    for task in done:
-        rec = {k: v for k, v in state.records[task.instance_id].items() if k not in ("task", "run")}
-        if "issue" in task.statements:  # type: ignore[attr-defined]
-            state.add({**rec, "task": task.model_dump(), "restated": True})
-        else:
-            state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True,
-                       "snippets": SNIPPETS_VERSION})
-
-
-def reopen_for_snippets(state: StateFile, projects: set[str]) -> int:
-    """Tasks an older snippet builder left without the issue level go back to accepted, as they
-    were validated, so that this run restates them: validation is not redone. Returns how many."""
-    validated = {rec["instance_id"]: rec for rec in read_state_records(state.path)
-                 if rec["status"] == "accepted" and rec.get("task") and not rec.get("restated")}
-    reopened = 0
-    for iid, rec in list(state.records.items()):
-        if rec["status"] == "rejected" and rec.get("reason") == NO_REPRO and rec.get("project") in projects \
-                and rec.get("snippets", 1) < SNIPPETS_VERSION and iid in validated:
-            again = {k: v for k, v in validated[iid].items() if k != "run"}
-            state.add({**again, "restated": True, "reopened": True})  # not counted in this run's rates
-            reopened += 1
-    return reopened
-
-
-def figures(records: list[dict], wall: float | None, workers: int) -> dict:
-    """Rates over the given finished candidates: validated tasks per hour per worker (per hour of
-    one sandbox's validation time, from each candidate's own seconds; and, with `wall`, per hour
-    of the run's wall time over `workers`), and yield (accepted / tried) per kind."""
-    per_kind: dict[str, dict[str, float]] = {}
-    for rec in records:
-        k = per_kind.setdefault(rec.get("kind", "?"), {"tried": 0, "accepted": 0, "seconds": 0.0})
-        k["tried"] += 1
-        k["accepted"] += rec["status"] == "accepted"
-        k["seconds"] += rec.get("seconds", 0.0)
-    for k in per_kind.values():
-        k["yield"] = round(k["accepted"] / k["tried"], 3) if k["tried"] else 0.0
-        k["sandbox_seconds_per_task"] = round(k["seconds"] / k["accepted"], 1) if k["accepted"] else None
-        k["seconds"] = round(k["seconds"], 1)
-    accepted = sum(k["accepted"] for k in per_kind.values())
-    busy = sum(k["seconds"] for k in per_kind.values())
-    out = {"validated_tasks": accepted, "candidates_tried": len(records), "workers": workers,
-           "tasks_per_worker_hour_of_validation": round(accepted / (busy / 3600), 2) if busy else 0.0,
-           "per_kind": per_kind}
-    if wall:
-        out |= {"wall_s": round(wall, 1), "tasks_per_hour_per_worker": round(accepted / (wall / 3600) / workers, 2)}
-    return out
-
-
-def run_records(state: StateFile, run_id: str) -> list[dict]:
-    """The candidates a run validated (not those it read back, nor the restating of them)."""
-    return [rec for rec in state.records.values() if rec.get("run") == run_id and not rec.get("restated")]
 
 
 def state_path(state_dir: Path, seed: int) -> Path:
@@ -211,13 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-summary", dest="summary", action="store_false", help="do not rewrite docs/TASKS.md")
     parser.add_argument("--collect-only", action="store_true",
                         help="validate nothing more: write the tasks already accepted in the state file")
-    parser.add_argument("--rates-of", metavar="RUN_ID",
-                        help="validate nothing: print the rates of an earlier (perhaps interrupted) run from the "
-                             "state file (RUN_ID: the `run` field of its records)")
+    parser.add_argument("--rates-of", nargs="+", metavar="RUN_ID",
+                        help="validate nothing: print the rates of earlier (perhaps interrupted) runs, together, "
+                             "from the state file (RUN_ID: the `run` field of their records)")
+    parser.add_argument("--by-project", action="store_true", help="with --rates-of: the rates of each project too")
     args = parser.parse_args(argv)
     if args.rates_of:
-        state = StateFile(state_path(Path(args.state_dir), args.seed))
-        print(json.dumps(figures(run_records(state, args.rates_of), None, args.workers)))
+        history = read_state_records(state_path(Path(args.state_dir), args.seed))
+        records = runs_records(history, args.rates_of)
+        if not records:
+            parser.error(f"no candidate in the state file belongs to run(s) {', '.join(args.rates_of)}: "
+                         f"give the `run` field of their records")
+        print(json.dumps(figures(records, None, args.workers, by_project=args.by_project)))
         return 0
     if args.collect_only:
         args.max_candidates = 0

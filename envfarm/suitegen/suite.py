@@ -25,6 +25,7 @@ from envfarm.suitegen.baseline import Baseline, project_sources
 from envfarm.suitegen.derive import Candidate, Rejected, derive_task
 from envfarm.suitegen.generate import Mutant, mutants_of_file, order
 from envfarm.suitegen.leaks import scan_image
+from envfarm.suitegen.rates import TIMED_OUT, ran_out_of_time
 from envfarm.suitegen.statement import describe
 from envfarm.tasks.grading import SandboxFactory
 from envfarm.tasks.schema import Task
@@ -57,12 +58,20 @@ class StateFile:
         self.path = path
         self.run_id = f"{os.getpid()}-{time.time():.0f}"  # marks the records this run adds (for rates)
         self.records: dict[str, dict[str, Any]] = {}
+        self.validated: dict[str, dict[str, Any]] = {}  # each id's last validation that accepted it
+        self.added: list[dict[str, Any]] = []  # this run's records, in order
         for rec in read_state_records(path):
-            self.records[rec["instance_id"]] = rec
+            self._keep(rec)
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        self.records[record["instance_id"]] = record
+        if record["status"] == "accepted" and record.get("task") and not record.get("restated"):
+            self.validated[record["instance_id"]] = record
 
     def add(self, record: dict[str, Any]) -> None:
         record = {**record, "run": self.run_id}
-        self.records[record["instance_id"]] = record
+        self._keep(record)
+        self.added.append(record)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(record) + "\n").encode()
         with self.path.open("ab") as fh:
@@ -146,7 +155,7 @@ async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, fact
         except Rejected as exc:
             # a time limit hit on a busy machine says little about the candidate: it is retried on
             # resume, up to TIMEOUT_ATTEMPTS in all (a mutant that loops forever is not retried for ever)
-            slow = "ran past" in str(exc) or "timeout" in str(exc)
+            slow = ran_out_of_time(str(exc))
             attempts = timeouts(state.records.get(mutant.instance_id)) + 1
             record.update(status=TIMED_OUT if slow else "rejected", reason=str(exc)[:300],
                           **({"attempts": attempts} if slow else {}))
@@ -159,7 +168,6 @@ async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, fact
     on_done(run)
 
 
-TIMED_OUT = "timed_out"
 TIMEOUT_ATTEMPTS = 2
 
 
