@@ -12,13 +12,15 @@ Whether it really reproduces the bug is decided by running it (see `restate`), n
 from __future__ import annotations
 
 import ast
+import copy
 import textwrap
 from dataclasses import dataclass
 
 from envfarm.suitegen.params import case_arguments, with_arguments
-from envfarm.suitegen.self_state import inline, takes_self
+from envfarm.suitegen.self_state import class_chain, inline, takes_self
 
 MAX_BODY_LINES = 18
+MOOT_DECORATORS = {"skipIf", "skipUnless", "skipif", "filterwarnings", "timeout"}
 MAX_LINES = 40
 
 UNITTEST_ASSERTS = {
@@ -32,14 +34,23 @@ UNITTEST_ASSERTS = {
 
 
 def _find(tree: ast.Module, names: list[str]) -> ast.FunctionDef | None:
+    """The test function, or a test class's method, its own or one it inherits from a class of the
+    same module (a suite's shared tests run once per subclass)."""
     body: list[ast.stmt] = tree.body
     node: ast.AST | None = None
     for name in names:
         node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name), None)
         if node is None:
-            return None
+            break
         body = node.body
-    return node if isinstance(node, ast.FunctionDef) else None
+    if isinstance(node, ast.FunctionDef) and node.name == names[-1]:
+        return node
+    if len(names) == 2:
+        for cls in class_chain(tree, names[:1]) or []:
+            method = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == names[1]), None)
+            if method is not None:
+                return method
+    return None
 
 
 class _Unself(ast.NodeTransformer):
@@ -60,6 +71,14 @@ class _Unself(ast.NodeTransformer):
                 return ast.parse(f"assert {form.format(*args)}").body[0]
         return self.generic_visit(node)
 
+    def visit_With(self, node: ast.With) -> ast.AST:
+        """`with self.assertRaises(E): ...` -> the body in a `try` that fails when E is not raised."""
+        if len(node.items) == 1 and node.items[0].optional_vars is None:
+            raised = _asserted_raise(node.items[0].context_expr)
+            if raised is not None:
+                return _expect_raise(raised, [self.visit(s) for s in node.body])
+        return self.generic_visit(node)
+
     def visit_Return(self, node: ast.Return) -> ast.AST:
         """`return self.assertEqual(a, b)` (a helper's) is the assertion too."""
         if node.value is not None:
@@ -75,6 +94,33 @@ class _Unself(ast.NodeTransformer):
         if node.id == "self":
             self.unusable = True
         return node
+
+
+def _dotted(node: ast.expr) -> str:
+    """`unittest.skipIf` for `@unittest.skipIf(...)`; "" for anything but a (called) dotted name."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else ""
+
+
+def _asserted_raise(expr: ast.expr) -> ast.expr | None:
+    """E of `self.assertRaises(E)` (the context-manager form, nothing else)."""
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "assertRaises" \
+            and isinstance(expr.func.value, ast.Name) and expr.func.value.id == "self" \
+            and len(expr.args) == 1 and not expr.keywords:
+        return expr.args[0]
+    return None
+
+
+def _expect_raise(raised: ast.expr, body: list[ast.stmt]) -> ast.Try:
+    name = ast.unparse(raised)
+    fail = ast.parse(f"raise AssertionError({f'expected {name}'!r})").body[0]
+    return ast.Try(body=body, handlers=[ast.ExceptHandler(type=raised, name=None, body=[ast.Pass()])],
+                   orelse=[fail], finalbody=[])
 
 
 def _names_used(nodes: list[ast.AST]) -> set[str]:
@@ -182,7 +228,11 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
         return None
     func = _find(tree, parts)
     defs = _module_defs(tree)
-    if func is None or bool(func.decorator_list) != bool(case):
+    if func is None:
+        return None
+    func = copy.copy(func)  # the decorators that decide whether a test runs: it ran, they are moot
+    func.decorator_list = [d for d in func.decorator_list if _dotted(d).rsplit(".", 1)[-1] not in MOOT_DECORATORS]
+    if bool(func.decorator_list) != bool(case):
         return None
     values = case_arguments(func, case[:-1], defs) if case else {}
     if values is None:

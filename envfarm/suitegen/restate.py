@@ -25,6 +25,7 @@ from pathlib import Path
 from envfarm.sandbox.base import Sandbox, SandboxSpec
 from envfarm.sandbox.images import Project, load_projects
 from envfarm.suitegen import levels
+from envfarm.suitegen.local_imports import merged_source
 from envfarm.suitegen.repro import ACTUAL, repro
 from envfarm.suitegen.statement import FRAME, excerpt, single_test_command, subject
 from envfarm.tasks.diff import files_in_diff
@@ -36,7 +37,9 @@ from envfarm.tasks.schema import Task
 BUG = "/tmp/.envfarm_restate_bug.diff"
 SCRIPT = "/tmp/.envfarm_repro.py"
 MAX_TESTS = 6  # failing tests tried per task for snippets
-SNIPPETS_VERSION = 2  # repro's: 2 reads parametrized rows and a test class's state; raise it when it learns more
+# repro's: 2 reads parametrized rows and a test class's state; 3 helper modules of the test tree,
+# inherited tests and `with self.assertRaises`; raise it when it learns more
+SNIPPETS_VERSION = 3
 
 
 @dataclass
@@ -175,6 +178,13 @@ async def restate_task(sandbox: Sandbox, project: Project, task: Task) -> Task:
     first_subject: str | None = None
     ranked = [t for t in sorted(task.FAIL_TO_PASS, key=lambda t: ("[" in t, len(t), t)) if " " not in t][:MAX_TESTS]
     sources: dict[str, str] = {}
+
+    async def reader(path: str) -> str | None:  # a helper module of the test tree, if there is one
+        try:
+            return (await sandbox.read_file(f"/testbed/{path}")).decode()
+        except (FileNotFoundError, UnicodeDecodeError):  # the import is kept as it is
+            return None
+
     if ranked:  # one pytest run for all of them: a section of the output each
         cmd = single_test_command(project, ranked[0]) + "".join(f" {shlex.quote(t)}" for t in ranked[1:])
         rc, output = await _sh(sandbox, cmd, timeout=300)
@@ -183,10 +193,12 @@ async def restate_task(sandbox: Sandbox, project: Project, task: Task) -> Task:
     for test_id in ranked:
         frames, errors = excerpt(sections.get(".".join(test_id.split("::")[1:]), ""), project)
         call = subject(frames)
+        call = call.removeprefix("self.") if call else call  # as the snippet writes it: `self.s.eval` is `s.eval`
         first_subject = first_subject or call
         path = test_id.split("::")[0]
         if path not in sources:
-            sources[path] = (await sandbox.read_file(f"/testbed/{path}")).decode()
+            text = (await sandbox.read_file(f"/testbed/{path}")).decode()
+            sources[path] = await merged_source(path, text, reader, list(project.test_files), project.packages)
         r = repro(test_id, sources[path], _func_line(frames, test_id.split("::")[-1].split("[")[0]))
         if r is not None:
             tried.append(Tried(test_id, r.text, r.script, r.compared, call))

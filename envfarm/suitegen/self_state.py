@@ -26,7 +26,7 @@ class SelfState:
     body: list[ast.stmt] = field(default_factory=list)
 
 
-def _classes(tree: ast.Module, names: list[str]) -> list[ast.ClassDef] | None:
+def class_chain(tree: ast.Module, names: list[str]) -> list[ast.ClassDef] | None:
     """The test's class and its same-file bases, nearest first (None for a nested path)."""
     if len(names) != 1:
         return None
@@ -107,6 +107,25 @@ class _Rewrite(ast.NodeTransformer):
         return node if takes_self(node) else self.generic_visit(node)
 
 
+def _names_in(nodes: list[ast.stmt]) -> set[str]:
+    return {n.id for s in nodes for n in ast.walk(s) if isinstance(n, ast.Name)}
+
+
+def _plain(attr: ast.Assign) -> ast.Assign:
+    """`x = staticmethod(f)` in a class is `x = f` outside it."""
+    value = attr.value
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "staticmethod" \
+            and len(value.args) == 1 and not value.keywords:
+        attr.value = value.args[0]
+    return attr
+
+
+def _to_itself(attr: ast.Assign) -> bool:
+    """`decode = decode` (a class's `decode = staticmethod(decode)`, written out): nothing to write."""
+    target = attr.targets[0]
+    return isinstance(target, ast.Name) and isinstance(attr.value, ast.Name) and attr.value.id == target.id
+
+
 def takes_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """Whether a function is a method of its own `self` (a class defined inside a test has such
     methods, and their `self` is not the test's)."""
@@ -117,7 +136,7 @@ def takes_self(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 def inline(tree: ast.Module, names: list[str], body: list[ast.stmt]) -> SelfState | None:
     """The test method's body with its class's state written out; None when `self` is read in a
     way this cannot write out. `names`: the class path and the method (`["TestX", "test_y"]`)."""
-    classes = _classes(tree, names[:-1])
+    classes = class_chain(tree, names[:-1])
     if classes is None:
         return None
     methods = _methods(classes)
@@ -153,6 +172,11 @@ def inline(tree: ast.Module, names: list[str], body: list[ast.stmt]) -> SelfStat
         if rewrite.assigned != before:
             return None  # a helper that sets state would set a local name as a function
         helper_defs.append(method)
-    used_attrs = {n.id for s in [*new_body, *new_setup, *helper_defs] for n in ast.walk(s) if isinstance(n, ast.Name)}
-    prelude: list[ast.stmt] = [copy.deepcopy(a) for k, a in attrs.items() if k in used_attrs]
+    used = _names_in([*new_body, *new_setup, *helper_defs])
+    todo = [k for k in attrs if k in used]
+    while todo:  # an attribute may be made of others (`_LONG = _SHORT + "bar"`)
+        todo = [k for k in attrs if k in _names_in([attrs[t] for t in todo]) and k not in used]
+        used |= set(todo)
+    kept = sorted({id(a): a for k, a in attrs.items() if k in used}.values(), key=lambda a: a.lineno)
+    prelude: list[ast.stmt] = [p for p in (_plain(copy.deepcopy(a)) for a in kept) if not _to_itself(p)]
     return SelfState(prelude + new_setup + helper_defs, new_body)
