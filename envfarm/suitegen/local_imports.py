@@ -7,7 +7,8 @@ the test module, at the place of the import, the snippet builder reads a base cl
 theirs as it reads the test module's own (and writes out only what the test uses).
 
 Only modules under the project's test paths are written in (never the code under test), only
-when every imported name is defined there, and only when no name would change its meaning.
+when every imported name is defined there, and only when no name would change its meaning. The
+conftest files above the test come first, for their fixtures (see `fixtures`).
 """
 
 from __future__ import annotations
@@ -114,7 +115,30 @@ async def merged_source(path: str, source: str, read: Reader, roots: list[str], 
             if isinstance(node, ast.ImportFrom) else None
         body.extend(merged if merged is not None else [node])
         changed = changed or merged is not None
+    if depth == 0:  # pytest's conftest files above the test: their fixtures, before the module's own
+        for conftest in _conftests(path, roots):
+            text = await read(conftest)
+            if text is not None and text.strip():
+                try:
+                    ahead = _own_statements(ast.parse(await merged_source(conftest, text, read, roots, packages, 1)))
+                except SyntaxError:
+                    continue
+                body = [*ahead, *body]  # the module's later definitions win, as its own fixtures do in pytest
+                changed = True
     return ast.unparse(ast.Module(body, [])) + "\n" if changed else source
+
+
+def _conftests(path: str, roots: list[str]) -> list[str]:
+    """The conftest.py files pytest reads for a test at `path` within the test paths, nearest first."""
+    out = []
+    folder = posixpath.dirname(path)
+    while True:
+        candidate = posixpath.join(folder, "conftest.py") if folder else "conftest.py"
+        if _under(candidate, roots) and candidate != path:
+            out.append(candidate)
+        if not folder:
+            return out
+        folder = posixpath.dirname(folder)
 
 
 async def _written_in(path: str, node: ast.ImportFrom, module_body: list[ast.stmt], read: Reader,

@@ -16,6 +16,7 @@ import copy
 import textwrap
 from dataclasses import dataclass
 
+from envfarm.suitegen.fixtures import fixture_assignments
 from envfarm.suitegen.params import case_arguments, with_arguments
 from envfarm.suitegen.self_state import class_chain, inline, takes_self
 
@@ -239,7 +240,11 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
         return None
     args = [a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs)]
     in_class = len(parts) > 1
-    if sorted(args) != sorted((["self"] if in_class else []) + list(values)) or func.args.vararg or func.args.kwarg:
+    if in_class and (not args or args[0] != "self") or func.args.vararg or func.args.kwarg:
+        return None
+    wanted = [a for a in args[in_class:] if a not in values]  # the fixtures it takes
+    fixtures = fixture_assignments(wanted, defs)
+    if fixtures is None:
         return None
     body = [s for s in func.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
     if stop_line is not None:
@@ -254,6 +259,7 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
         if state is None:
             return None
         prelude, body = state.prelude, state.body
+    prelude = [*fixtures, *prelude]
     unself = _Unself()
     body = [unself.visit(s) for s in body]
     prelude = [unself.visit(s) for s in prelude]
@@ -264,7 +270,7 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
         return None
     needed: list[ast.stmt] = []
     todo = _names_used([*prelude, *body])
-    seen: set[str] = set()
+    seen: set[str] = {t.id for f in fixtures for t in f.targets if isinstance(t, ast.Name)}  # type: ignore[attr-defined]
     while todo:
         name = todo.pop()
         if name in seen or name not in defs:
@@ -278,17 +284,21 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
     shown = [*prelude, *body]
     used = _names_used([*shown, *needed]) | {n.attr for s in shown for n in ast.walk(s) if isinstance(n, ast.Attribute)}
     imports = []
+    imported: set[str] = set()  # a conftest written in imports much of what the module does
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
-            keep = [a for a in node.names if (a.asname or a.name) in used or a.name == "*"]
+            keep = [a for a in node.names if ((a.asname or a.name) in used or a.name == "*")
+                    and f"{node.module}:{a.name}:{a.asname}" not in imported]
             if keep and node.level:
                 return None  # a user's snippet has no package of tests to import from
             if keep:
                 imports.append(ast.unparse(ast.ImportFrom(node.module, keep, 0)))
+                imported |= {f"{node.module}:{a.name}:{a.asname}" for a in keep}
         elif isinstance(node, ast.Import):
             keep = [a for a in node.names if (a.asname or a.name.split(".")[0]) in used]
             if keep:
                 imports.append(ast.unparse(ast.Import(keep)))
+    imports = list(dict.fromkeys(imports))
     pieces = ["\n".join(imports)] if imports else []
     pieces += [ast.unparse(n) for n in needed]
     pieces += [_joined(prelude)] if prelude else []

@@ -144,3 +144,75 @@ def test_an_inherited_test_with_a_moot_decorator_and_dependent_attributes():
     assert "skipIf" not in text and text.rstrip().endswith("assert DECODER(LONG) == decode('x')")
     assert snippet("tests/test_d.py::TestDecode::test_known", INHERITED) is None  # a decorator that matters
     assert snippet("tests/test_d.py::TestDecode::test_missing", INHERITED) is None
+
+
+FIXTURE_FILES = {
+    "tests/conftest.py": '''import pytest
+
+from mylib import Validator
+
+
+@pytest.fixture
+def val():
+    """A fresh validator."""
+    return Validator()
+
+
+@pytest.fixture(params=["a", "b"])
+def mode(request):
+    return request.param
+''',
+    "tests/test_v.py": '''import os
+
+import pytest
+
+from mylib import Config, Validator
+
+
+@pytest.fixture()
+def spec(val):
+    return Config(["x=integer"], validator=val)
+
+
+@pytest.fixture
+def here():
+    return os.path.dirname(__file__)
+
+
+@pytest.fixture
+def made():
+    cfg = Config([])
+    yield cfg
+
+
+def test_check(spec, val):
+    assert spec.check(val, "x") == 1
+
+
+def test_mode(mode):
+    assert mode
+
+
+def test_here(here):
+    assert here
+
+
+def test_made(made):
+    assert made
+''',
+}
+
+
+def test_plain_fixtures_of_the_module_and_its_conftest_become_assignments():
+    async def read(path: str) -> str | None:
+        return FIXTURE_FILES.get(path)
+
+    merged = asyncio.run(merged_source("tests/test_v.py", FIXTURE_FILES["tests/test_v.py"], read, ["tests"]))
+    text = snippet("tests/test_v.py::test_check", merged)
+    assert text is not None, merged
+    assert "from mylib import Validator\nfrom mylib import Config\n" in text  # Validator imported once
+    assert "val = Validator()\nspec = Config(['x=integer'], validator=val)" in text  # dependencies first
+    assert "@pytest.fixture" not in text and "def val" not in text
+    assert text.rstrip().endswith("assert spec.check(val, 'x') == 1")
+    for refused in ("test_mode", "test_here", "test_made"):  # parametrized, reads __file__, yields
+        assert snippet(f"tests/test_v.py::{refused}", merged) is None, refused
