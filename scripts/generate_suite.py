@@ -90,7 +90,9 @@ async def run(args: argparse.Namespace) -> int:
 
         await asyncio.gather(*(drive(r, state, factory, sem, on_done) for r in runs))
         # one scan per image: a task whose fix the image holds outside /testbed is replaced
+        scanning = time.monotonic()
         dropped = await drop_leaks_by_image(runs, state, factory, sem, on_done)
+        scan_s = time.monotonic() - scanning
         for name, n in dropped.items():
             if n:
                 print(f"{name}: {n} task(s) dropped: their fix is in the image outside /testbed", file=sys.stderr)
@@ -118,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
         write_summary(ROOT / "docs" / "TASKS.md", COMMAND)
     print(f"{total} tasks written to {out_dir}", file=sys.stderr)
     print(json.dumps({**figures(runs_records(state.added, [state.run_id]), time.monotonic() - started, args.workers),
-                      "restate_s": round(restate_s, 1)}))
+                      "leak_scan_s": round(scan_s, 1), "restate_s": round(restate_s, 1)}))
     return 0
 
 

@@ -169,6 +169,7 @@ async def validate_one(run: ProjectRun, mutant: Proposal, state: StateFile, fact
 
 
 TIMEOUT_ATTEMPTS = 2
+SCANS_AT_ONCE = 2  # image scans walk whole file systems, one after another they held a collect for minutes
 
 
 def timeouts(record: dict[str, Any] | None) -> int:
@@ -235,15 +236,20 @@ async def drop_leaks_by_image(runs: list[ProjectRun], state: StateFile, factory:
     for r in runs:
         by_image.setdefault(r.project.image, []).append(r)
     dropped: dict[str, int] = {}
-    for image, group in by_image.items():
+    scans = asyncio.Semaphore(SCANS_AT_ONCE)
+
+    async def one(image: str, group: list[ProjectRun]) -> None:
         tasks = [t for r in group for t in accepted_tasks(r, state)]
         safe: set[str] = set()
         if tasks:
-            scan = await asyncio.to_thread(scan_image, image, tasks)
+            async with scans:
+                scan = await asyncio.to_thread(scan_image, image, tasks)
             safe = {t.instance_id for t in tasks} - scan.unsafe
         for r in group:
             dropped[f"{r.project.name} {r.kind}"] = await drop_leaks(r, state, factory, sem, on_done, checked=safe)
-    return dropped
+
+    await asyncio.gather(*(one(image, group) for image, group in by_image.items()))
+    return {key: dropped[key] for key in sorted(dropped)}
 
 
 async def drop_leaks(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem: asyncio.Semaphore,
