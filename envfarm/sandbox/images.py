@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import tomllib
@@ -321,6 +323,22 @@ def read_file_from_image(image: str, path: str) -> str:
     proc = _run(["docker", "run", "--rm", "--network", "none", image, "cat", path],
                 f"reading {path} from {image}")
     return proc.stdout
+
+
+def read_files_from_image(image: str, paths: list[str], root: str = "/testbed") -> dict[str, str]:
+    """Several files' text from an image with one short-lived container (a tar stream): path (as
+    given, under `root`) -> text. A container per file cost generation minutes at start-up."""
+    if not paths:
+        return {}
+    proc = _run(["docker", "run", "--rm", "--network", "none", image, "tar", "-C", root, "-cf", "-", "--", *paths],
+                f"reading {len(paths)} files from {image}", text=False)
+    out: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                out[member.name.removeprefix("./")] = handle.read().decode()
+    return out
 
 
 def select_projects(projects: dict[str, Project], names: list[str] | None = None,

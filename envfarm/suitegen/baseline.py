@@ -14,10 +14,11 @@ import json
 import time
 import tomllib
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from envfarm.sandbox.base import SandboxSpec
-from envfarm.sandbox.images import Project, images_dir
+from envfarm.sandbox.images import Project, images_dir, read_files_from_image
 from envfarm.suitegen.derive import run_tests
 from envfarm.tasks.grading import SandboxFactory
 
@@ -61,6 +62,17 @@ def project_sources(name: str) -> list[str]:
     """The files the generator may change (`sources` in images/projects.toml)."""
     data = tomllib.loads((images_dir() / "projects.toml").read_text())
     return list(data[name].get("sources", []))
+
+
+@lru_cache(maxsize=64)
+def _texts(image: str, paths: tuple[str, ...]) -> dict[str, str]:
+    return read_files_from_image(image, list(paths))
+
+
+def source_texts(project: Project) -> dict[str, str]:
+    """The text of every file the generator may change, read from the project's image at once
+    (and once per run: each task kind reads the same files)."""
+    return dict(_texts(project.image, tuple(project_sources(project.name))))
 
 
 def _traced(project: Project) -> Project:

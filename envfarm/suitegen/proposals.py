@@ -11,11 +11,11 @@ from functools import lru_cache
 
 from envfarm.sandbox.images import Project, read_file_from_image
 from envfarm.suitegen import combine, contract, reimplement
-from envfarm.suitegen.baseline import Baseline, project_sources
+from envfarm.suitegen.baseline import Baseline, source_texts
 from envfarm.suitegen.suite import Proposal, candidates_for
 from envfarm.tasks.loading import BUILTIN_DIR, load_jsonl
 
-_read = lru_cache(maxsize=256)(read_file_from_image)  # each kind reads the same sources: once
+_read = lru_cache(maxsize=256)(read_file_from_image)  # a combined bug's file outside `sources`: once
 KINDS = ("single", combine.KIND, reimplement.KIND, contract.KIND)
 
 
@@ -31,7 +31,7 @@ def proposals_for(kind: str, project: Project, baseline: Baseline, seed: int, li
         raise ValueError(f"unknown task kind {kind!r}; known: {', '.join(KINDS)}")
     if kind == "single":
         return candidates_for(project, baseline, seed)
-    texts = {p: _read(project.image, f"/testbed/{p}") for p in project_sources(project.name)}
+    texts = source_texts(project)
     if kind == reimplement.KIND:
         found = [m for p, t in texts.items()
                  for m in reimplement.removals_of_file(project.name, p, t, baseline.covered_lines(p))]

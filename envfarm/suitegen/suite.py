@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from envfarm.sandbox.images import Project, read_file_from_image
+from envfarm.sandbox.images import Project
 from envfarm.suitegen import levels
-from envfarm.suitegen.baseline import Baseline, project_sources
+from envfarm.suitegen.baseline import Baseline, project_sources, source_texts
 from envfarm.suitegen.derive import Candidate, Rejected, derive_task
 from envfarm.suitegen.generate import Mutant, mutants_of_file, order
 from envfarm.suitegen.leaks import scan_image
@@ -128,9 +128,9 @@ class ProjectRun:
 def candidates_for(project: Project, baseline: Baseline, seed: int) -> list[Mutant]:
     """All valid mutants in functions the suite executes, in the seed's order."""
     mutants: list[Mutant] = []
+    texts = source_texts(project)
     for path in project_sources(project.name):
-        text = read_file_from_image(project.image, f"/testbed/{path}")
-        mutants += mutants_of_file(project.name, path, text, baseline.covered_lines(path))
+        mutants += mutants_of_file(project.name, path, texts[path], baseline.covered_lines(path))
     return order(mutants, seed)
 
 

@@ -144,3 +144,16 @@ def test_restating_a_shipped_task_writes_a_snippet_that_reproduces_its_bug(infle
     assert set(done.statements) == {"traceback", "issue", "terse"}, done.statements  # type: ignore[attr-defined]
     assert why is None, why
     assert done.difficulty["kind"] == "single"  # type: ignore[attr-defined]
+
+
+def test_a_projects_sources_are_read_from_its_image_at_once(inflection_image):
+    """Generation reads every source file with one container; the texts are the files' own."""
+    from envfarm.sandbox.images import read_files_from_image
+    from envfarm.suitegen.baseline import project_sources
+
+    paths = project_sources("inflection")
+    texts = read_files_from_image(inflection_image, [*paths, "test_inflection.py"])
+    assert set(texts) == {*paths, "test_inflection.py"}
+    for path in paths:
+        assert texts[path] == read_file_from_image(inflection_image, f"/testbed/{path}")
+    assert read_files_from_image(inflection_image, []) == {}
