@@ -35,7 +35,7 @@ from envfarm.suitegen.combine import validated_groups
 from envfarm.suitegen.dedupe import dedupe_files, suite_order
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
 from envfarm.suitegen.rates import figures, runs_records
-from envfarm.suitegen.restate_state import reopen_for_snippets, restate_run
+from envfarm.suitegen.restate_state import lacks_issue, reopen_for_snippets, restate_run
 from envfarm.suitegen.suite import (
     ProjectRun,
     StateFile,
@@ -103,6 +103,9 @@ async def run(args: argparse.Namespace) -> int:
     total = 0
     for r in runs:
         tasks = accepted_tasks(r, state)
+        if held := [t.instance_id for t in tasks if lacks_issue(t)]:  # restating ran out of rounds: a later collect
+            print(f"{r.project.name} ({r.kind}): {len(held)} task(s) held back, not yet restated", file=sys.stderr)
+            tasks = [t for t in tasks if not lacks_issue(t)]
         total += len(tasks)
         out = out_dir / out_name(r.project.name, r.kind)
         if tasks:

@@ -3,6 +3,8 @@ validation, without validating again; newer refusals, other projects and lost ta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from envfarm.suitegen import restate_state
 from envfarm.suitegen.restate import SNIPPETS_VERSION
 from envfarm.suitegen.suite import StateFile
@@ -45,3 +47,46 @@ def test_restating_is_never_taken_for_a_validation(tmp_path):
     state.add(_validated("roman-a", marker="validated"))
     state.add({**_validated("roman-a", marker="restated"), "restated": True})
     assert state.validated["roman-a"]["task"]["marker"] == "validated"
+
+
+def _row(iid: str) -> dict:
+    return {"instance_id": iid, "repo": "roman", "problem_statement": "tb", "FAIL_TO_PASS": ["t::a"],
+            "image": "img", "eval_script": "true", "patch": "p", "bug_patch": "b"}
+
+
+def test_restating_goes_on_until_the_shipped_window_has_the_issue_level(tmp_path, monkeypatch):
+    """A task refused for want of a snippet lets the next accepted one into the first `target`:
+    that one is restated too, so no task of the window ships without the issue level."""
+    import asyncio
+
+    from envfarm.sandbox.images import load_projects
+    from envfarm.suitegen.baseline import Baseline
+    from envfarm.suitegen.suite import ProjectRun
+    from envfarm.tasks.schema import Task
+
+    @dataclass
+    class _Mutant:
+        instance_id: str
+
+    ids = [f"roman-{i}" for i in range(6)]
+    state = StateFile(tmp_path / "s.jsonl.gz")
+    for iid in ids:
+        state.add({**_validated(iid), "task": _row(iid)})
+    no_snippet = {"roman-0", "roman-2", "roman-3"}
+    restated: list[list[str]] = []
+
+    def levels(task: Task) -> dict:
+        return {"traceback": "tb"} if task.instance_id in no_snippet else {"traceback": "tb", "issue": "i"}
+
+    async def restate_project(project, tasks, factory):
+        restated.append([t.instance_id for t in tasks])
+        return [Task.parse({**t.model_dump(), "statements": levels(t)}) for t in tasks]
+
+    monkeypatch.setattr(restate_state, "restate_project", restate_project)
+    run = ProjectRun(load_projects()["roman"], [_Mutant(i) for i in ids], Baseline({}, {}, 1.0), target=3,
+                     max_candidates=0)
+    asyncio.run(restate_state.restate_run(run, state, None, asyncio.Semaphore(1)))
+    assert restated == [["roman-0", "roman-1", "roman-2"], ["roman-3", "roman-4"], ["roman-5"]]
+    window = [t.instance_id for t in restate_state.accepted_tasks(run, state)]
+    assert window == ["roman-1", "roman-4", "roman-5"]
+    assert not any(restate_state.lacks_issue(t) for t in restate_state.accepted_tasks(run, state))
