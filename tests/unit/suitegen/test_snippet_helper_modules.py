@@ -216,3 +216,12 @@ def test_plain_fixtures_of_the_module_and_its_conftest_become_assignments():
     assert text.rstrip().endswith("assert spec.check(val, 'x') == 1")
     for refused in ("test_mode", "test_here", "test_made"):  # parametrized, reads __file__, yields
         assert snippet(f"tests/test_v.py::{refused}", merged) is None, refused
+
+
+def test_an_assertion_that_something_raises_is_no_comparison():
+    from envfarm.suitegen.repro import repro
+
+    source = "from toolz import merge\nfrom toolz.utils import raises\n\n\n" \
+             "def test_merge():\n    assert raises(TypeError, lambda: merge(1))\n"
+    found = repro("tests/test_m.py::test_merge", source)
+    assert found is not None and found.compared is None  # not "TypeError gives ..., but lambda is expected"
