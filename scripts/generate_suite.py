@@ -34,7 +34,7 @@ from envfarm.suitegen.baseline import load_or_compute
 from envfarm.suitegen.combine import validated_groups
 from envfarm.suitegen.dedupe import dedupe_files, suite_order
 from envfarm.suitegen.proposals import KINDS, out_name, proposals_for
-from envfarm.suitegen.rates import figures, runs_records
+from envfarm.suitegen.rates import figures, runs_records, runs_wall_s
 from envfarm.suitegen.restate_state import lacks_issue, reopen_for_snippets, restate_run
 from envfarm.suitegen.suite import (
     ProjectRun,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if not records:
             parser.error(f"no candidate in the state file belongs to run(s) {', '.join(args.rates_of)}: "
                          f"give the `run` field of their records")
-        print(json.dumps(figures(records, None, args.workers, by_project=args.by_project)))
+        print(json.dumps(figures(records, runs_wall_s(records), args.workers, by_project=args.by_project)))
         return 0
     if args.collect_only:
         args.max_candidates = 0

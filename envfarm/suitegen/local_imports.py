@@ -67,10 +67,10 @@ def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-def _own_statements(tree: ast.Module) -> list[ast.stmt]:
+def _own_statements(body: list[ast.stmt]) -> list[ast.stmt]:
     """A helper module's statements worth writing in: no docstring, no `__all__`, no main block."""
     out = []
-    for i, node in enumerate(tree.body):
+    for i, node in enumerate(body):
         if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue
         if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test):
@@ -96,8 +96,7 @@ def absolute(path: str, node: ast.ImportFrom, packages: tuple[str, ...]) -> ast.
     return ast.ImportFrom(module=".".join(parts[start:]), names=node.names, level=0)
 
 
-async def merged_source(path: str, source: str, read: Reader, roots: list[str], packages: tuple[str, ...] = (),
-                        depth: int = 0) -> str:
+async def merged_source(path: str, source: str, read: Reader, roots: list[str], packages: tuple[str, ...] = ()) -> str:
     """`source` (the test module at `path`) with each import from a helper module under `roots`
     replaced by that module's code, and relative imports of the project's `packages` made
     absolute; the source unchanged where nothing can be written in."""
@@ -105,27 +104,43 @@ async def merged_source(path: str, source: str, read: Reader, roots: list[str], 
         tree = ast.parse(source)
     except SyntaxError:
         return source
+    body = await _merged(path, tree.body, read, roots, packages, 0)
+    return source if body is tree.body else ast.unparse(ast.Module(body, [])) + "\n"
+
+
+async def _merged(path: str, body: list[ast.stmt], read: Reader, roots: list[str], packages: tuple[str, ...],
+                  depth: int) -> list[ast.stmt]:
+    """`body` with helper modules written in (the same list object when nothing changed)."""
     if depth >= MAX_DEPTH:
-        return source
-    plain = [(absolute(path, n, packages) if isinstance(n, ast.ImportFrom) else None) or n for n in tree.body]
-    changed = any(a is not b for a, b in zip(plain, tree.body, strict=True))
-    body: list[ast.stmt] = []
+        return body
+    plain = [(absolute(path, n, packages) if isinstance(n, ast.ImportFrom) else None) or n for n in body]
+    changed = any(a is not b for a, b in zip(plain, body, strict=True))
+    out: list[ast.stmt] = []
     for node in plain:
         merged = await _written_in(path, node, plain, read, roots, packages, depth) \
             if isinstance(node, ast.ImportFrom) else None
-        body.extend(merged if merged is not None else [node])
+        out.extend(merged if merged is not None else [node])
         changed = changed or merged is not None
     if depth == 0:  # pytest's conftest files above the test: their fixtures, before the module's own
         for conftest in _conftests(path, roots):
-            text = await read(conftest)
-            if text is not None and text.strip():
-                try:
-                    ahead = _own_statements(ast.parse(await merged_source(conftest, text, read, roots, packages, 1)))
-                except SyntaxError:
-                    continue
-                body = [*ahead, *body]  # the module's later definitions win, as its own fixtures do in pytest
+            ahead = await _helper(conftest, read, roots, packages, 1)
+            if ahead:
+                out = [*ahead, *out]  # the module's later definitions win, as its own fixtures do in pytest
                 changed = True
-    return ast.unparse(ast.Module(body, [])) + "\n" if changed else source
+    return out if changed else body
+
+
+async def _helper(path: str, read: Reader, roots: list[str], packages: tuple[str, ...],
+                  depth: int) -> list[ast.stmt] | None:
+    """A helper module's statements, its own helpers written in; None when it cannot be read."""
+    text = await read(path)
+    if text is None:
+        return None
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    return _own_statements(await _merged(path, tree.body, read, roots, packages, depth))
 
 
 def _conftests(path: str, roots: list[str]) -> list[str]:
@@ -149,14 +164,9 @@ async def _written_in(path: str, node: ast.ImportFrom, module_body: list[ast.stm
     for candidate in _candidates(path, node):
         if not _under(candidate, roots) or candidate == path:
             continue
-        text = await read(candidate)
-        if text is None:
+        helper = await _helper(candidate, read, roots, packages, depth + 1)
+        if helper is None:
             continue
-        text = await merged_source(candidate, text, read, roots, packages, depth + 1)
-        try:
-            helper = _own_statements(ast.parse(text))
-        except SyntaxError:
-            return None
         theirs = _bindings(helper)
         if any(a.name not in theirs or (a.asname and a.asname != a.name) for a in node.names):
             return None  # a submodule, a re-export it cannot see, or a renaming: left as it is

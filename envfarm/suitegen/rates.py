@@ -31,7 +31,7 @@ def _project(record: dict[str, Any]) -> str:
     return record.get("project", "?")
 
 
-def _counts(records: list[dict[str, Any]]) -> dict[str, float]:
+def _counts(records: list[dict[str, Any]]) -> dict[str, Any]:
     accepted = sum(r["status"] == "accepted" for r in records)
     seconds = sum(r.get("seconds", 0.0) for r in records)
     late = sum(r.get("seconds", 0.0) for r in records
@@ -71,3 +71,17 @@ def runs_records(history: Iterable[dict[str, Any]], run_ids: Iterable[str]) -> l
     restating of a task replaces it in the state, not in its own run's figures)."""
     wanted = set(run_ids)
     return [r for r in history if r.get("run") in wanted and not r.get("restated")]
+
+
+def runs_wall_s(records: Iterable[dict[str, Any]]) -> float | None:
+    """The runs' wall seconds, each run from its start (the epoch in its id, `pid-epoch`) to its
+    last record; None when a record has no time (runs before records were stamped)."""
+    ends: dict[str, float] = {}
+    for r in records:
+        if "at" not in r:
+            return None
+        ends[r["run"]] = max(ends.get(r["run"], 0.0), r["at"])
+    try:
+        return sum(end - float(run.rsplit("-", 1)[1]) for run, end in ends.items()) or None
+    except (IndexError, ValueError):
+        return None

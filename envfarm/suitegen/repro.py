@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from envfarm.suitegen.fixtures import fixture_assignments
 from envfarm.suitegen.params import case_arguments, with_arguments
-from envfarm.suitegen.self_state import class_chain, inline, takes_self
+from envfarm.suitegen.self_state import class_chain, inline, names_in, takes_self
 
 MAX_BODY_LINES = 18
 MOOT_DECORATORS = {"skipIf", "skipUnless", "skipif", "filterwarnings", "timeout"}
@@ -122,10 +122,6 @@ def _expect_raise(raised: ast.expr, body: list[ast.stmt]) -> ast.Try:
     fail = ast.parse(f"raise AssertionError({f'expected {name}'!r})").body[0]
     return ast.Try(body=body, handlers=[ast.ExceptHandler(type=raised, name=None, body=[ast.Pass()])],
                    orelse=[fail], finalbody=[])
-
-
-def _names_used(nodes: list[ast.AST]) -> set[str]:
-    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
 def _module_defs(tree: ast.Module) -> dict[str, ast.stmt]:
@@ -270,7 +266,7 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
     if len(body_text.splitlines()) > MAX_BODY_LINES or any(isinstance(n, ast.Yield) for s in body for n in ast.walk(s)):
         return None
     needed: list[ast.stmt] = []
-    todo = _names_used([*prelude, *body])
+    todo = names_in([*prelude, *body])
     seen: set[str] = {t.id for f in fixtures for t in f.targets if isinstance(t, ast.Name)}  # type: ignore[attr-defined]
     while todo:
         name = todo.pop()
@@ -280,10 +276,10 @@ def snippet(test_id: str, test_source: str, stop_line: int | None = None) -> str
         node = defs[name]
         if node not in needed:
             needed.append(node)
-            todo |= _names_used([node])
+            todo |= names_in([node])
     needed.sort(key=lambda n: n.lineno)
     shown = [*prelude, *body]
-    used = _names_used([*shown, *needed]) | {n.attr for s in shown for n in ast.walk(s) if isinstance(n, ast.Attribute)}
+    used = names_in([*shown, *needed]) | {n.attr for s in shown for n in ast.walk(s) if isinstance(n, ast.Attribute)}
     imports = []
     imported: set[str] = set()  # a conftest written in imports much of what the module does
     for node in tree.body:

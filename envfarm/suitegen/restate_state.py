@@ -11,8 +11,6 @@ from envfarm.tasks.grading import SandboxFactory
 from envfarm.tasks.schema import Task
 
 NO_REPRO = "no reproduction snippet fails on the bug and runs on the fix (no issue statement)"
-
-
 RESTATE_ROUNDS = 10
 
 
@@ -33,7 +31,7 @@ async def restate_run(r: ProjectRun, state: StateFile, factory: SandboxFactory, 
             done = await restate_project(r.project, todo, factory)
         for task in done:
             rec = {k: v for k, v in state.records[task.instance_id].items() if k not in ("task", "run")}
-            if "issue" in task.statements:  # type: ignore[attr-defined]
+            if not lacks_issue(task):
                 state.add({**rec, "task": task.model_dump(), "restated": True})
             else:
                 state.add({**rec, "status": "rejected", "reason": NO_REPRO, "restated": True,
@@ -43,12 +41,11 @@ async def restate_run(r: ProjectRun, state: StateFile, factory: SandboxFactory, 
 def reopen_for_snippets(state: StateFile, projects: set[str]) -> int:
     """Tasks an older snippet builder left without the issue level go back to accepted, as they
     were validated, so that this run restates them: validation is not redone. Returns how many."""
-    validated = state.validated
     reopened = 0
     for iid, rec in list(state.records.items()):
         if rec["status"] == "rejected" and rec.get("reason") == NO_REPRO and rec.get("project") in projects \
-                and rec.get("snippets", 1) < SNIPPETS_VERSION and iid in validated:
-            again = {k: v for k, v in validated[iid].items() if k != "run"}
+                and rec.get("snippets", 1) < SNIPPETS_VERSION and iid in state.validated:
+            again = {k: v for k, v in state.validated[iid].items() if k != "run"}
             state.add({**again, "restated": True, "reopened": True})  # not counted in this run's rates
             reopened += 1
     return reopened

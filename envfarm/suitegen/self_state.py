@@ -107,8 +107,9 @@ class _Rewrite(ast.NodeTransformer):
         return node if takes_self(node) else self.generic_visit(node)
 
 
-def _names_in(nodes: list[ast.stmt]) -> set[str]:
-    return {n.id for s in nodes for n in ast.walk(s) if isinstance(n, ast.Name)}
+def names_in(nodes: list[ast.AST]) -> set[str]:
+    """Every plain name the nodes read or write."""
+    return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
 def _plain(attr: ast.Assign) -> ast.Assign:
@@ -172,10 +173,10 @@ def inline(tree: ast.Module, names: list[str], body: list[ast.stmt]) -> SelfStat
         if rewrite.assigned != before:
             return None  # a helper that sets state would set a local name as a function
         helper_defs.append(method)
-    used = _names_in([*new_body, *new_setup, *helper_defs])
+    used = names_in([*new_body, *new_setup, *helper_defs])
     todo = [k for k in attrs if k in used]
     while todo:  # an attribute may be made of others (`_LONG = _SHORT + "bar"`)
-        todo = [k for k in attrs if k in _names_in([attrs[t] for t in todo]) and k not in used]
+        todo = [k for k in attrs if k in names_in([attrs[t] for t in todo]) and k not in used]
         used |= set(todo)
     kept = sorted({id(a): a for k, a in attrs.items() if k in used}.values(), key=lambda a: a.lineno)
     prelude: list[ast.stmt] = [p for p in (_plain(copy.deepcopy(a)) for a in kept) if not _to_itself(p)]

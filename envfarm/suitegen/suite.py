@@ -69,7 +69,7 @@ class StateFile:
             self.validated[record["instance_id"]] = record
 
     def add(self, record: dict[str, Any]) -> None:
-        record = {**record, "run": self.run_id}
+        record = {**record, "run": self.run_id, "at": round(time.time(), 1)}  # `at`: a run's wall time, later
         self._keep(record)
         self.added.append(record)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,19 +246,22 @@ async def drop_leaks_by_image(runs: list[ProjectRun], state: StateFile, factory:
                 scan = await asyncio.to_thread(scan_image, image, tasks)
             safe = {t.instance_id for t in tasks} - scan.unsafe
         for r in group:
-            dropped[f"{r.project.name} {r.kind}"] = await drop_leaks(r, state, factory, sem, on_done, checked=safe)
+            dropped[f"{r.project.name} {r.kind}"] = await drop_leaks(r, state, factory, sem, on_done, checked=safe,
+                                                                      scans=scans)
 
     await asyncio.gather(*(one(image, group) for image, group in by_image.items()))
     return {key: dropped[key] for key in sorted(dropped)}
 
 
 async def drop_leaks(run: ProjectRun, state: StateFile, factory: SandboxFactory, sem: asyncio.Semaphore,
-                     on_done: Callable[[ProjectRun], None], rounds: int = 5, checked: set[str] | None = None) -> int:
+                     on_done: Callable[[ProjectRun], None], rounds: int = 5, checked: set[str] | None = None,
+                     scans: asyncio.Semaphore | None = None) -> int:
     """Scan the project's image once for the accepted tasks' fixes; reject those found, refill.
 
     A rejected task is recorded in the state file like any other rejection, and the project's
     candidates are driven again to replace it; the new tasks are scanned in turn. Returns how many
-    tasks were dropped. `checked`: tasks an earlier scan of the image found safe (not scanned again).
+    tasks were dropped. `checked`: tasks an earlier scan of the image found safe (not scanned again);
+    `scans`: the bound on image scans at once that the caller keeps.
     """
     checked = set(checked or ())
     dropped = 0
@@ -266,7 +269,8 @@ async def drop_leaks(run: ProjectRun, state: StateFile, factory: SandboxFactory,
         todo = [t for t in accepted_tasks(run, state) if t.instance_id not in checked]
         if not todo:
             break
-        scan = await asyncio.to_thread(scan_image, run.project.image, todo)
+        async with scans or asyncio.Semaphore():
+            scan = await asyncio.to_thread(scan_image, run.project.image, todo)
         checked |= {t.instance_id for t in todo} - scan.unsafe
         if not scan.unsafe:
             break

@@ -49,7 +49,7 @@ def test_images_are_scanned_two_at_a_time_once_each(monkeypatch):
 
     safe_by_run: dict[str, set[str]] = {}
 
-    async def drop(run, state, factory, sem, on_done, checked=None):
+    async def drop(run, state, factory, sem, on_done, checked=None, scans=None):
         safe_by_run[f"{run.project.name} {run.kind}"] = set(checked or ())
         return 0
 

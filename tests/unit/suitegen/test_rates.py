@@ -3,7 +3,7 @@ share of sandbox time spent past a time limit, and a run's history kept apart fr
 
 from __future__ import annotations
 
-from envfarm.suitegen.rates import TIMED_OUT, figures, runs_records
+from envfarm.suitegen.rates import TIMED_OUT, figures, runs_records, runs_wall_s
 
 
 def _rec(project: str, kind: str, status: str, seconds: float, reason: str = "", **kw) -> dict:
@@ -42,3 +42,11 @@ def test_a_runs_records_leave_out_other_runs_and_restating():
                {**RECORDS[3], "run": "b"}, {**RECORDS[1], "run": "c"}]
     assert runs_records(history, ["a", "b"]) == [history[0], history[2]]
     assert runs_records(history, ["zzz"]) == []
+
+
+def test_a_runs_wall_time_is_from_its_start_to_its_last_record():
+    stamped = [{**RECORDS[0], "run": "7-1000", "at": 1900.0}, {**RECORDS[1], "run": "7-1000", "at": 4600.0},
+               {**RECORDS[2], "run": "8-5000", "at": 5100.0}]
+    assert runs_wall_s(stamped) == 3600.0 + 100.0
+    assert figures(stamped, runs_wall_s(stamped), workers=1)["wall_s"] == 3700.0
+    assert runs_wall_s([*stamped, RECORDS[3]]) is None  # a record of a run before times were kept
